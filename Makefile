@@ -1,0 +1,49 @@
+# ecomm_data_pipeline: the whole daily pipeline on this machine, then its tests.
+#   make run    install, start the local stack, backfill every demo partition, show the KPIs
+#   make dev    the Dagster UI on http://127.0.0.1:3000 over the same local state
+#   make test   the test suite
+#   make clean  stop the local stack and remove everything it made
+
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+export ECOMM_HOME ?= $(CURDIR)/.ecomm_home
+export DAGSTER_HOME ?= $(ECOMM_HOME)/dagster
+MANIFEST := dbt_project/target/manifest.json
+
+.PHONY: install manifest instance run dev test clean
+
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# dbt parses once here, not at import time of the code location.
+manifest: $(MANIFEST)
+$(MANIFEST): $(VENV)/.installed dbt_project/dbt_project.yml $(shell find dbt_project/models dbt_project/macros -type f)
+	cd dbt_project && ../$(BIN)/dbt parse --profiles-dir . --quiet
+
+instance:
+	mkdir -p $(DAGSTER_HOME)
+	cp ecomm_assets/instance/local.yaml $(DAGSTER_HOME)/dagster.yaml
+
+run: install manifest instance
+	$(PY) -m ecomm_assets.local_stack up
+	$(PY) -m ecomm_assets.local_stack seed
+	$(BIN)/dagster asset materialize -m ecomm_assets.definitions --select '*' \
+		--partition-range "$$($(PY) -m ecomm_assets.local_stack partition-range)"
+	$(PY) -m ecomm_assets.local_stack summary
+	@echo "\nBrowse the lineage, runs and checks: make dev, then open http://127.0.0.1:3000"
+
+dev: install manifest instance
+	$(PY) -m ecomm_assets.local_stack up
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: install manifest
+	$(BIN)/pytest
+
+clean:
+	-[ -x $(PY) ] && $(PY) -m ecomm_assets.local_stack down
+	rm -rf $(ECOMM_HOME) dbt_project/target dbt_project/logs $(VENV)

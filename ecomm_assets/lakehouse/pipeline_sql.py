@@ -1,0 +1,233 @@
+"""Reads the DLT pipeline sources in ``dlt_notebooks/`` into table definitions.
+
+The SQL files are the single source of truth for Bronze, Silver and Gold: their tables, queries,
+comments and expectations. Everything Python knows about the lakehouse (asset keys, dependencies,
+descriptions, column schemas, asset checks) comes from here.
+
+sqlglot parses the Databricks queries but not the DLT header (``CREATE OR REFRESH ... (CONSTRAINT
+name EXPECT (condition) ON VIOLATION ...) COMMENT '...' AS``), which is read by hand below.
+"""
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.optimizer.annotate_types import annotate_types
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.schema import MappingSchema
+
+PIPELINE_DIR = Path(__file__).resolve().parents[2] / "dlt_notebooks" / "transformations"
+PIPELINE_FILES = ("bronze.sql", "silver.sql", "gold.sql")
+DIALECT = "databricks"
+
+# Columns Auto Loader adds next to a read_files() schema.
+RESCUED_DATA = "_rescued_data"
+FILE_METADATA = "_metadata"
+
+_HEADER = re.compile(
+    r"CREATE\s+OR\s+REFRESH\s+(?P<kind>STREAMING\s+TABLE|MATERIALIZED\s+VIEW)\s+(?P<name>\w+\.\w+)\s*",
+    re.IGNORECASE,
+)
+_CONSTRAINT = re.compile(
+    r"CONSTRAINT\s+(?P<name>\w+)\s+EXPECT\s*\((?P<condition>.*)\)"
+    r"(?:\s+ON\s+VIOLATION\s+(?P<action>DROP\s+ROW|FAIL\s+UPDATE))?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_COMMENT = re.compile(r"COMMENT\s+'(?P<comment>(?:[^']|'')*)'\s*", re.IGNORECASE)
+_AS = re.compile(r"AS\s+", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    name: str
+    condition: str  # Databricks SQL over the table's output columns
+    action: str  # "warn", "drop" or "fail", as DLT's ON VIOLATION
+
+    @property
+    def description(self) -> str:
+        return f"DLT expectation {self.name}: EXPECT ({self.condition}), on violation {self.action}."
+
+
+@dataclass(frozen=True)
+class PipelineTable:
+    name: str  # "<schema>.<table>", schema being the layer
+    kind: str  # "streaming table" or "materialized view"
+    comment: str
+    expectations: tuple[Expectation, ...]
+    query: exp.Query  # the SELECT, parsed in the Databricks dialect
+    columns: tuple[tuple[str, str], ...]  # (name, Databricks type) of the output
+    upstream: tuple[str, ...]  # pipeline tables read
+    landing_table: str | None  # the landing folder read by read_files(), for Bronze
+    source_file: str
+
+    @property
+    def layer(self) -> str:
+        return self.name.split(".")[0]
+
+    @property
+    def table(self) -> str:
+        return self.name.split(".")[1]
+
+
+def _split_statements(text: str) -> list[str]:
+    """Split on top-level semicolons, ignoring those in strings, and drop ``--`` comments."""
+    statements, current, quote, i = [], [], None, 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            current.append(char)
+            if char == quote:
+                quote = None
+        elif char in "'\"`":
+            quote = char
+            current.append(char)
+        elif text.startswith("--", i):
+            i = text.find("\n", i)
+            i = len(text) if i == -1 else i
+            continue
+        elif char == ";":
+            statements.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    statements.append("".join(current).strip())
+    return [s for s in statements if s]
+
+
+def _parenthesised(text: str) -> tuple[str, str]:
+    """Split ``(inner) rest`` at the parenthesis matching the first one."""
+    depth, quote = 0, None
+    for i, char in enumerate(text):
+        if quote:
+            quote = None if char == quote else quote
+        elif char == "'":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return text[1:i], text[i + 1 :].lstrip()
+    raise ValueError(f"unbalanced parentheses in: {text[:80]}...")
+
+
+def _top_level_split(text: str) -> list[str]:
+    parts, depth, quote, start = [], 0, None, 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = None if char == quote else quote
+        elif char == "'":
+            quote = char
+        elif char in "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
+
+
+def _parse_expectation(text: str, where: str) -> Expectation:
+    match = _CONSTRAINT.match(text)
+    if not match:
+        raise ValueError(f"{where}: not a DLT expectation: {text!r}")
+    action = (match["action"] or "warn").split()[0].lower()
+    return Expectation(match["name"], " ".join(match["condition"].split()), action)
+
+
+def read_files_call(query: exp.Query) -> exp.Anonymous | None:
+    return next(
+        (f for f in query.find_all(exp.Anonymous) if f.name.lower() == "read_files"), None
+    )
+
+
+def read_files_options(call: exp.Anonymous) -> tuple[str, dict[str, str]]:
+    """The path and the named options of a read_files() call."""
+    path, *options = call.expressions
+    return path.name, {o.this.name: o.expression.name for o in options}
+
+
+def read_files_schema(call: exp.Anonymous) -> dict[str, str]:
+    """The declared ``schema`` option of a read_files() call, as {column: type}."""
+    _, options = read_files_options(call)
+    return dict(column.split(None, 1) for column in _top_level_split(options["schema"]))
+
+
+def _source_schema(call: exp.Anonymous) -> dict[str, str]:
+    """The columns a read_files() call yields: its schema, the rescue column and the file metadata."""
+    columns = read_files_schema(call)
+    columns[RESCUED_DATA] = "STRING"
+    columns[FILE_METADATA] = "STRUCT<file_path: STRING>"
+    return columns
+
+
+def _without_stream(query_text: str) -> str:
+    """Drop DLT's STREAM keyword (``FROM STREAM read_files(...)``, ``STREAM(table)``)."""
+    return re.sub(r"\bSTREAM\b\s*(?=\(|\w)", "", query_text, flags=re.IGNORECASE)
+
+
+def _parse_statement(text: str, known: dict[str, dict[str, str]], source_file: str) -> PipelineTable:
+    header = _HEADER.match(text)
+    if not header:
+        raise ValueError(f"{source_file}: expected CREATE OR REFRESH ..., got {text[:60]!r}")
+    name, rest = header["name"].lower(), text[header.end():]
+    expectations = ()
+    if rest.startswith("("):
+        inner, rest = _parenthesised(rest)
+        where = f"{source_file}: {name}"
+        expectations = tuple(_parse_expectation(c, where) for c in _top_level_split(inner))
+    comment = ""
+    if match := _COMMENT.match(rest):
+        comment, rest = match["comment"].replace("''", "'"), rest[match.end():]
+    if not (match := _AS.match(rest)):
+        raise ValueError(f"{source_file}: {name}: expected AS <query>")
+    query = sqlglot.parse_one(_without_stream(rest[match.end():]), read=DIALECT)
+
+    schema = {layer: dict(tables) for layer, tables in _nested(known).items()}
+    landing_table, call = None, read_files_call(query)
+    typed = query.copy()
+    if call:
+        path, _ = read_files_options(call)
+        landing_table = path.rstrip("/").rsplit("/", 1)[-1]
+        schema.setdefault("_landing", {})["files"] = _source_schema(call)
+        read_files_call(typed).parent.replace(exp.to_table("_landing.files"))
+    mapping = MappingSchema(schema, dialect=DIALECT)
+    typed = annotate_types(qualify(typed, schema=mapping, dialect=DIALECT), schema=mapping, dialect=DIALECT)
+    columns = tuple(
+        (select.alias_or_name, select.type.sql(DIALECT))
+        for select in typed.selects
+        if select.alias_or_name != FILE_METADATA
+    )
+    upstream = tuple(
+        sorted({f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table)} & set(known))
+    )
+    return PipelineTable(name, " ".join(header["kind"].lower().split()), comment, expectations,
+                         query, columns, upstream, landing_table, source_file)
+
+
+def _nested(tables: dict[str, dict[str, str]]) -> dict[str, dict[str, dict[str, str]]]:
+    nested: dict[str, dict[str, dict[str, str]]] = {}
+    for name, columns in tables.items():
+        layer, table = name.split(".")
+        nested.setdefault(layer, {})[table] = columns
+    return nested
+
+
+@cache
+def pipeline_tables() -> tuple[PipelineTable, ...]:
+    """Every table of the DLT pipeline, in declaration (and so dependency) order."""
+    tables: list[PipelineTable] = []
+    known: dict[str, dict[str, str]] = {}
+    for file_name in PIPELINE_FILES:
+        path = PIPELINE_DIR / file_name
+        for statement in _split_statements(path.read_text()):
+            table = _parse_statement(statement, known, f"dlt_notebooks/transformations/{file_name}")
+            tables.append(table)
+            known[table.name] = dict(table.columns)
+    return tuple(tables)

@@ -1,0 +1,39 @@
+"""Metric assets: the dbt KPI models in schema ``dbt_prod_metric``, built on the Gold tables."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+
+from ecomm_assets.lakehouse.assets import LAKEHOUSE_POOL
+from ecomm_assets.metrics.project import dbt_project
+from ecomm_assets.partitions import ingestion_date_partitions
+
+
+class MetricsTranslator(DagsterDbtTranslator):
+    """dbt sources keep the lakehouse keys (gold/<table>); models are keyed by their schema."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+        return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str:
+        return "metrics"
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=MetricsTranslator(
+        settings=DagsterDbtTranslatorSettings(enable_source_tests_as_checks=True)
+    ),
+    partitions_def=ingestion_date_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=LAKEHOUSE_POOL,
+)
+def kpi_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """Build and test the KPI models. They are small aggregates recomputed from Gold on every run,
+    so any sequence of partition runs leaves them equal to a full recompute."""
+    yield from dbt.cli(["build"], context=context).stream()
