@@ -1,0 +1,125 @@
+"""The pipeline end to end: ecomm-db -> landing -> Bronze/Silver/Gold -> dbt KPIs.
+
+The KPIs are checked against the source tables themselves, computed here in PostgreSQL with the
+contract's rules: order_date is the ICT date of ordered_at, and a line counts when its order has
+a valid status, its price and quantity are valid and its order, customer and product exist.
+"""
+
+import random
+from decimal import Decimal
+
+from conftest import DAYS, source_rows
+
+VALID_LINES = """
+    FROM order_items i
+    JOIN orders o ON o.order_id = i.order_id
+    JOIN customers c ON c.customer_id = o.customer_id
+    JOIN products p ON p.product_id = i.product_id
+    WHERE o.status IN ('shipped', 'delivered', 'cancelled', 'pending')
+      AND i.item_price >= 0 AND i.quantity > 0 AND p.unit_price >= 0
+"""
+ORDER_DATE = "(o.ordered_at AT TIME ZONE 'Asia/Bangkok')::date"
+
+
+def expected_sales_kpi(shop):
+    return source_rows(shop, f"""
+        SELECT {ORDER_DATE}, sum(i.item_price), count(DISTINCT o.order_id),
+               round(sum(i.item_price) / count(DISTINCT o.order_id), 2)
+        {VALID_LINES} GROUP BY 1""")
+
+
+def expected_product_kpi(shop):
+    return source_rows(shop, f"""
+        SELECT {ORDER_DATE}, p.product_id, p.product_name, p.category, sum(i.quantity), sum(i.item_price)
+        {VALID_LINES} GROUP BY 1, 2, 3, 4""")
+
+
+def expected_customer_kpi(shop):
+    return source_rows(shop, f"""
+        WITH lines AS (SELECT {ORDER_DATE} AS order_date, o.customer_id {VALID_LINES}),
+             firsts AS (SELECT customer_id, min(order_date) AS first_day FROM lines GROUP BY 1)
+        SELECT l.order_date, count(DISTINCT l.customer_id),
+               count(DISTINCT l.customer_id) FILTER (WHERE f.first_day = l.order_date)
+        FROM lines l JOIN firsts f USING (customer_id) GROUP BY 1""")
+
+
+def assert_kpis_match_source(pipeline, shop):
+    assert pipeline.rows("dbt_prod_metric.agg_sales_kpi") == expected_sales_kpi(shop)
+    assert pipeline.rows("dbt_prod_metric.agg_product_kpi") == expected_product_kpi(shop)
+    assert pipeline.rows("dbt_prod_metric.agg_customer_kpi") == expected_customer_kpi(shop)
+
+
+def test_kpis_equal_an_independent_computation_from_the_source(shop, new_pipeline):
+    pipeline = new_pipeline()
+    pipeline.materialize(DAYS[0], DAYS[2])  # a single-run backfill of three days
+    pipeline.materialize(DAYS[3])
+    result = pipeline.materialize(DAYS[4])
+
+    assert_kpis_match_source(pipeline, shop)
+    assert len(expected_sales_kpi(shop)) == len(DAYS)
+
+    # Every source row is accounted for: landed and kept in Bronze once, then in Silver either
+    # kept or counted by the expectation that dropped it.
+    checks = {(e.asset_key.to_user_string(), e.check_name): e.metadata
+              for e in result.get_asset_check_evaluations()}
+    for source_table, silver_table in [("customers", "dim_customer"), ("products", "dim_product"),
+                                       ("orders", "dim_orders"), ("order_items", "fact_orders")]:
+        (source_count,), = source_rows(shop, f"SELECT count(*) FROM {source_table}")
+        assert len(pipeline.rows(f"bronze.{source_table}")) == source_count
+        valid_id = checks[(f"silver/{silver_table}", "valid_id")]
+        assert valid_id["passed_records"].value + valid_id["failed_records"].value == source_count
+    assert checks[("silver/dim_orders", "valid_status")]["failed_records"].value == 3
+    assert checks[("silver/fact_orders", "valid_price")]["failed_records"].value == 3
+    (lines_of_invalid_orders,), = source_rows(shop, """SELECT count(*) FROM order_items i
+        JOIN orders o USING (order_id) WHERE o.status = 'returned'""")
+    assert checks[("silver/fact_orders", "valid_id")]["failed_records"].value == lines_of_invalid_orders
+    assert len(pipeline.rows("gold.sales_analytics")) == len(pipeline.rows("silver.fact_orders"))
+
+
+def test_any_order_of_runs_and_a_late_update_give_the_from_scratch_kpis(shop, new_pipeline):
+    daily = new_pipeline("daily")
+    order = DAYS[:]
+    random.Random(3).shuffle(order)
+    for day in order + order[:2]:  # every day once in shuffled order, then two re-runs
+        daily.materialize(day, selection="group:landing or group:bronze or group:silver or group:gold")
+
+    # A late update: on 2026-03-06 an order placed on the first day is cancelled and one of its
+    # lines is re-priced. Only the 2026-03-06 partition sees these rows.
+    (order_id, ordered_on), = source_rows(shop, """
+        SELECT o.order_id, (o.ordered_at AT TIME ZONE 'Asia/Bangkok')::date FROM orders o
+        WHERE o.status = 'delivered' AND (o.ordered_at AT TIME ZONE 'Asia/Bangkok')::date = '2026-03-01'
+        ORDER BY o.order_id LIMIT 1""")
+    before = dict((row[0], row) for row in expected_sales_kpi(shop))[ordered_on]
+    with shop.resource().connect() as connection:
+        connection.execute("UPDATE orders SET status = 'cancelled', updated_at = '2026-03-06 10:00+07' "
+                           "WHERE order_id = %s", (order_id,))
+        connection.execute("UPDATE order_items SET item_price = item_price + 1000, updated_at = '2026-03-06 10:05+07' "
+                           "WHERE order_item_id = (SELECT min(order_item_id) FROM order_items WHERE order_id = %s)",
+                           (order_id,))
+    daily.materialize("2026-03-06")
+
+    from_scratch = new_pipeline("from_scratch")
+    from_scratch.materialize(DAYS[0], "2026-03-06")
+    for table in ["silver.dim_orders", "silver.dim_customer", "silver.dim_product", "silver.fact_orders",
+                  "gold.sales_analytics", "gold.agg_daily_sales", "dbt_prod_metric.agg_sales_kpi",
+                  "dbt_prod_metric.agg_product_kpi", "dbt_prod_metric.agg_customer_kpi"]:
+        assert daily.rows(table) == from_scratch.rows(table), table
+    assert_kpis_match_source(daily, shop)
+    first_day = dict((row[0], row) for row in daily.rows("dbt_prod_metric.agg_sales_kpi"))[ordered_on]
+    assert first_day[1] == before[1] + Decimal(1000)  # the old date's revenue moved with the update
+
+
+def test_rematerializing_a_partition_changes_no_table(shop, new_pipeline):
+    pipeline = new_pipeline()
+    pipeline.materialize(DAYS[0], DAYS[-1])
+    tables = ["bronze.customers", "bronze.products", "bronze.orders", "bronze.order_items",
+              "silver.dim_customer", "silver.dim_product", "silver.dim_orders", "silver.fact_orders",
+              "gold.sales_analytics", "gold.agg_daily_sales", "dbt_prod_metric.agg_sales_kpi",
+              "dbt_prod_metric.agg_product_kpi", "dbt_prod_metric.agg_customer_kpi"]
+    before = {table: pipeline.rows(table) for table in tables}
+    landed = sorted(p.relative_to(pipeline.home) for p in (pipeline.home / "landing").rglob("*") if p.is_file())
+
+    pipeline.materialize(DAYS[2])
+
+    assert {table: pipeline.rows(table) for table in tables} == before
+    assert sorted(p.relative_to(pipeline.home) for p in (pipeline.home / "landing").rglob("*") if p.is_file()) == landed
