@@ -9,6 +9,7 @@ name EXPECT (condition) ON VIOLATION ...) COMMENT '...' AS``), which is read by 
 """
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,7 +20,8 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.schema import MappingSchema
 
-PIPELINE_DIR = Path(__file__).resolve().parents[2] / "dlt_notebooks" / "transformations"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PIPELINE_DIR = REPO_ROOT / "dlt_notebooks" / "transformations"
 PIPELINE_FILES = ("bronze.sql", "silver.sql", "gold.sql")
 DIALECT = "databricks"
 
@@ -219,15 +221,24 @@ def _nested(tables: dict[str, dict[str, str]]) -> dict[str, dict[str, dict[str, 
     return nested
 
 
-@cache
-def pipeline_tables() -> tuple[PipelineTable, ...]:
-    """Every table of the DLT pipeline, in declaration (and so dependency) order."""
+def _display_path(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def read_pipeline(files: Sequence[Path]) -> tuple[PipelineTable, ...]:
+    """The tables declared in ``files``, in declaration order; each may read the ones before it."""
     tables: list[PipelineTable] = []
     known: dict[str, dict[str, str]] = {}
-    for file_name in PIPELINE_FILES:
-        path = PIPELINE_DIR / file_name
+    for path in files:
         for statement in _split_statements(path.read_text()):
-            table = _parse_statement(statement, known, f"dlt_notebooks/transformations/{file_name}")
+            table = _parse_statement(statement, known, _display_path(path))
             tables.append(table)
             known[table.name] = dict(table.columns)
     return tuple(tables)
+
+
+@cache
+def pipeline_tables() -> tuple[PipelineTable, ...]:
+    """Every table of the DLT pipeline batch_ecomm_pipeline, in dependency order."""
+    return read_pipeline([PIPELINE_DIR / name for name in PIPELINE_FILES])

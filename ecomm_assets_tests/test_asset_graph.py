@@ -1,0 +1,92 @@
+"""The shape of the asset graph: what a reviewer should see change when the graph changes."""
+
+import dagster as dg
+
+from ecomm_assets.definitions import defs
+from ecomm_assets.partitions import ingestion_date_partitions
+
+# Every table on the path from ecomm-db to the dashboard, with what it is built from.
+EXPECTED_DEPS = {
+    "landing/customers": set(),
+    "landing/products": set(),
+    "landing/orders": set(),
+    "landing/order_items": set(),
+    "bronze/customers": {"landing/customers"},
+    "bronze/products": {"landing/products"},
+    "bronze/orders": {"landing/orders"},
+    "bronze/order_items": {"landing/order_items"},
+    "silver/dim_customer": {"bronze/customers"},
+    "silver/dim_product": {"bronze/products"},
+    "silver/dim_orders": {"bronze/orders"},
+    "silver/fact_orders": {"bronze/order_items", "silver/dim_orders", "silver/dim_customer",
+                           "silver/dim_product"},
+    "gold/sales_analytics": {"silver/fact_orders", "silver/dim_orders", "silver/dim_customer",
+                             "silver/dim_product"},
+    "gold/agg_daily_sales": {"gold/sales_analytics"},
+    "dbt_prod_metric/agg_sales_kpi": {"gold/agg_daily_sales"},
+    "dbt_prod_metric/agg_product_kpi": {"gold/sales_analytics"},
+    "dbt_prod_metric/agg_customer_kpi": {"gold/sales_analytics"},
+}
+# The DLT expectations, mirrored as asset checks.
+EXPECTED_EXPECTATION_CHECKS = {
+    ("silver/dim_customer", "valid_id"),
+    ("silver/dim_product", "valid_id"),
+    ("silver/dim_product", "valid_price"),
+    ("silver/dim_orders", "valid_id"),
+    ("silver/dim_orders", "valid_status"),
+    ("silver/fact_orders", "valid_id"),
+    ("silver/fact_orders", "valid_price"),
+}
+
+graph = defs.resolve_asset_graph()
+
+
+def test_every_table_from_landing_to_kpis_exists_with_its_dependencies():
+    deps = {
+        key.to_user_string(): {parent.to_user_string() for parent in graph.get(key).parent_keys}
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).is_materializable
+    }
+    assert deps == EXPECTED_DEPS
+
+
+def test_every_asset_shares_the_one_partitions_definition_and_runs_backfills_in_one_run():
+    for key in graph.materializable_asset_keys:
+        node = graph.get(key)
+        assert node.partitions_def == ingestion_date_partitions, key
+        assert node.backfill_policy == dg.BackfillPolicy.single_run(), key
+    assert ingestion_date_partitions.timezone == "Asia/Bangkok"
+
+
+def test_every_asset_documents_itself():
+    for key in graph.materializable_asset_keys:
+        node = graph.get(key)
+        layer = key.path[0]
+        assert node.description, key
+        assert node.group_name == ("metrics" if layer == "dbt_prod_metric" else layer), key
+        assert node.kinds, key
+        assert node.metadata.get("dagster/column_schema"), key
+
+
+def test_each_dlt_expectation_is_an_asset_check():
+    checks = {(check.asset_key.to_user_string(), check.name) for check in graph.asset_check_keys}
+    assert EXPECTED_EXPECTATION_CHECKS <= checks
+    # dbt's tests arrive as checks too: the not_null tests on the Gold sources among them.
+    assert ("gold/sales_analytics", "source_not_null_gold_sales_analytics_item_price") in checks
+
+
+def test_the_two_daily_schedules_fire_at_01_and_05_bangkok_time():
+    schedules = {s.job_name: s for s in defs.get_repository_def().schedule_defs}
+    assert set(schedules) == {"batch_ecomm_pipeline", "daily_refresh"}
+    assert schedules["batch_ecomm_pipeline"].cron_schedule == "0 1 * * *"
+    assert schedules["daily_refresh"].cron_schedule == "0 5 * * *"
+    assert {s.execution_timezone for s in schedules.values()} == {"Asia/Bangkok"}
+
+
+def test_the_jobs_split_the_graph_at_the_lakehouse():
+    def keys_of(job_name):
+        job = defs.resolve_job_def(job_name)
+        return {key.path[0] for key in job.asset_layer.selected_asset_keys}
+
+    assert keys_of("batch_ecomm_pipeline") == {"landing", "bronze", "silver", "gold"}
+    assert keys_of("daily_refresh") == {"dbt_prod_metric"}
