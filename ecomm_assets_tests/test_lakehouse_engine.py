@@ -99,3 +99,15 @@ def test_a_malformed_dlt_header_names_the_file_and_table(tmp_path):
     sql.write_text("CREATE OR REFRESH MATERIALIZED VIEW gold.x (CONSTRAINT oops (a > 0)) AS SELECT 1 AS a")
     with pytest.raises(ValueError, match=r"broken.sql: gold.x: not a DLT expectation"):
         read_pipeline([sql])
+
+
+def test_a_full_refresh_reingests_every_landed_partition(engine):
+    header = "customer_id,first_name,last_name,email,city,country,created_at,updated_at\n"
+    for day, customer_id in [("2026-03-01", 1), ("2026-03-02", 2)]:
+        land(Path(engine.landing_root), "customers", day,
+             header + f"{customer_id},A,B,a@b.c,Bangkok,Thailand,{day} 01:00:00+00,{day} 01:00:00+00\n")
+    engine.refresh([PIPELINE["bronze.customers"]], ["2026-03-02"], log)
+    assert query(engine, "SELECT customer_id FROM bronze.customers") == [("2",)]
+
+    [update] = engine.refresh([PIPELINE["bronze.customers"]], [], log, full_refresh=True)
+    assert update.row_count == 2

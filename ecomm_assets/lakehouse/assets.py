@@ -54,6 +54,11 @@ def _check_specs(table: PipelineTable) -> list[dg.AssetCheckSpec]:
     ]
 
 
+class LakehouseRunConfig(dg.Config):
+    full_refresh: bool = False
+    """Empty the streaming tables and re-ingest every landed file (DLT full refresh)."""
+
+
 @dg.multi_asset(
     name="batch_ecomm_pipeline_tables",
     specs=[_spec(table) for table in pipeline_tables()],
@@ -63,10 +68,12 @@ def _check_specs(table: PipelineTable) -> list[dg.AssetCheckSpec]:
     can_subset=True,
     pool=LAKEHOUSE_POOL,
 )
-def lakehouse_tables(context: dg.AssetExecutionContext, lakehouse: LakehouseEngine):
+def lakehouse_tables(
+    context: dg.AssetExecutionContext, config: LakehouseRunConfig, lakehouse: LakehouseEngine
+):
     """Refresh the selected tables of the DLT pipeline for the run's ingestion dates."""
     selected = [t for t in pipeline_tables() if asset_key(t.name) in context.selected_asset_keys]
-    updates = lakehouse.refresh(selected, context.partition_keys, context.log)
+    updates = lakehouse.refresh(selected, context.partition_keys, context.log, config.full_refresh)
     for update in updates:
         key = asset_key(update.name)
         check_results = [

@@ -69,6 +69,7 @@ class DuckDBLakehouse(LakehouseEngine):
         tables: Sequence[PipelineTable],
         ingestion_dates: Sequence[str],
         log: dg.DagsterLogManager,
+        full_refresh: bool = False,
     ) -> list[TableUpdate]:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with duckdb.connect(self.database) as connection:
@@ -77,7 +78,10 @@ class DuckDBLakehouse(LakehouseEngine):
             updates = []
             for table in tables:
                 connection.execute(f"CREATE SCHEMA IF NOT EXISTS {table.layer}")
-                if table.landing_table:
+                if table.landing_table and full_refresh:
+                    connection.execute(f"DROP TABLE IF EXISTS {table.layer}.{table.table}")
+                    updates.append(self._ingest(connection, table, self._landed_dates(table)))
+                elif table.landing_table:
                     updates.append(self._ingest(connection, table, ingestion_dates))
                 else:
                     updates.append(self._recompute(connection, table))
@@ -90,6 +94,10 @@ class DuckDBLakehouse(LakehouseEngine):
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
             [table.layer, table.table],
         ).fetchone()[0])
+
+    def _landed_dates(self, table: PipelineTable) -> list[str]:
+        folder = Path(self.landing_root) / table.landing_table
+        return sorted(p.name.split("=", 1)[1] for p in folder.glob("ingestion_date=*"))
 
     def _ingest(self, connection, table: PipelineTable, ingestion_dates: Sequence[str]) -> TableUpdate:
         """Streaming table: replace the rows of the given ingestion dates with their landed files."""

@@ -34,9 +34,12 @@ class LakehouseEngine(dg.ConfigurableResource, ABC):
         tables: Sequence[PipelineTable],
         ingestion_dates: Sequence[str],
         log: dg.DagsterLogManager,
+        full_refresh: bool = False,
     ) -> list[TableUpdate]:
         """Refresh ``tables`` (a subset of the pipeline, in pipeline order).
 
         Streaming tables (Bronze) ingest the landing partitions of ``ingestion_dates``, replacing
         what they held for those dates; materialized views are recomputed from their inputs.
+        ``full_refresh`` empties the streaming tables first and re-ingests every landed file, as
+        a DLT full refresh does.
         """
