@@ -2,11 +2,14 @@
 
 import csv
 import io
+import threading
 
+import psycopg
 import pytest
 
 from ecomm_assets.extract.landing_zone import LocalLandingZone
 from ecomm_assets.partitions import ingestion_date_partitions
+from ecomm_assets.source.postgres import SourceDatabase
 
 
 @pytest.fixture
@@ -66,3 +69,29 @@ def test_rewriting_a_partition_replaces_it_whole_and_a_failed_write_keeps_the_ol
         out.write(b"order_id\n3\n")
     assert [p.name for p in folder.iterdir()] == ["orders.csv"]
     assert (folder / "orders.csv").read_bytes() == b"order_id\n3\n"
+
+
+def test_connecting_retries_while_the_server_comes_back(postgres):
+    postgres.stop()
+    restart = threading.Timer(0.3, postgres.start)
+    restart.start()
+    try:
+        with postgres.resource().connect() as connection:  # attempt 1 is refused, then 1 s backoff
+            assert connection.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        restart.join()
+
+
+def test_sslmode_is_honoured(postgres):
+    # The embedded server speaks no TLS, so a client that insists on it must be refused.
+    insisting = postgres.resource().model_copy(update={"sslmode": "require", "connect_attempts": 1})
+    with pytest.raises(psycopg.OperationalError, match="(?i)ssl"):
+        with insisting.connect():
+            pass
+
+
+def test_a_dsn_wins_over_the_fields(postgres):
+    via_dsn = SourceDatabase(dsn=f"postgresql://{postgres.user}@127.0.0.1:{postgres.port}/{postgres.dbname}?sslmode=disable",
+                             host="no-such-host.invalid")
+    with via_dsn.connect() as connection:
+        assert connection.execute("SELECT current_database()").fetchone() == (postgres.dbname,)

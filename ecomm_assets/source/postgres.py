@@ -39,6 +39,7 @@ _WRITE_BATCH_BYTES = 1 << 20
 class SourceDatabase(dg.ConfigurableResource):
     """The ecomm-db PostgreSQL database (the embedded server locally, RDS in production)."""
 
+    dsn: str = Field(default="", description="A libpq connection string or URI; wins over the fields below.")
     host: str = "127.0.0.1"
     port: int = 5432
     dbname: str = "ecomm"
@@ -48,6 +49,8 @@ class SourceDatabase(dg.ConfigurableResource):
     connect_attempts: int = 3
 
     def conninfo(self) -> str:
+        if self.dsn:
+            return psycopg.conninfo.make_conninfo(self.dsn, application_name="ecomm_data_pipeline")
         return psycopg.conninfo.make_conninfo(
             host=self.host,
             port=self.port,
