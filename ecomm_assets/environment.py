@@ -2,28 +2,35 @@
 
 ``ECOMM_ENV=local`` (the default) runs everything on this machine: the embedded PostgreSQL, a
 landing folder and a DuckDB lakehouse under ``ECOMM_HOME`` (default ``<repo>/.ecomm_home``), and
-dbt-duckdb on that same file. The production set arrives with its own issue and slots in here.
+dbt-duckdb on that same file. ``ECOMM_ENV=prod`` drives RDS, S3, the Databricks DLT pipeline and
+dbt-databricks; the README lists its variables. Secrets are passed as ``dg.EnvVar`` so that
+Dagster reads them at run time and never stores or shows their values.
 """
 
 import os
 import sys
 from pathlib import Path
 
+import dagster as dg
+from dagster_aws.s3 import S3Resource
 from dagster_dbt import DbtCliResource
 
-from ecomm_assets.extract.landing_zone import LocalLandingZone
+from ecomm_assets.extract.landing_zone import LocalLandingZone, S3LandingZone
+from ecomm_assets.lakehouse.databricks_engine import DatabricksLakehouse
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse
 from ecomm_assets.metrics.project import dbt_project
 from ecomm_assets.source.postgres import SourceDatabase
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_PG_PORT = 54329
+# the dbt installed beside this interpreter, whatever the PATH says
+DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
 
 
 def ecomm_env() -> str:
     env = os.getenv("ECOMM_ENV", "local")
-    if env != "local":
-        raise ValueError(f"ECOMM_ENV={env!r}: only 'local' is implemented so far")
+    if env not in ("local", "prod"):
+        raise ValueError(f"ECOMM_ENV={env!r}: expected 'local' or 'prod'")
     return env
 
 
@@ -43,11 +50,48 @@ def local_resources(home: Path, pg_port: int) -> dict:
         "lakehouse": DuckDBLakehouse(
             database=str(home / "ecomm_dw.duckdb"), landing_root=landing_zone.extracts_root
         ),
-        # the dbt installed beside this interpreter, whatever the PATH says
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=str(Path(sys.executable).with_name("dbt"))),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target="local"),
+    }
+
+
+def _required(*names: str) -> dict[str, str]:
+    missing = [name for name in names if not os.getenv(name)]
+    if missing:
+        raise RuntimeError(f"ECOMM_ENV=prod needs these environment variables: {', '.join(missing)}")
+    return {name: os.environ[name] for name in names}
+
+
+def prod_resources() -> dict:
+    env = _required("ECOMM_LANDING_BUCKET", "DATABRICKS_HOST", "ECOMM_DLT_PIPELINE_ID")
+    if os.getenv("ECOMM_PG_DSN"):
+        source_db = SourceDatabase(dsn=dg.EnvVar("ECOMM_PG_DSN"))
+    else:
+        pg = _required("ECOMM_PG_HOST", "ECOMM_PG_USER")
+        source_db = SourceDatabase(
+            host=pg["ECOMM_PG_HOST"],
+            port=int(os.getenv("ECOMM_PG_PORT", "5432")),
+            dbname=os.getenv("ECOMM_PG_DBNAME", "ecomm"),
+            user=pg["ECOMM_PG_USER"],
+            password=dg.EnvVar("ECOMM_PG_PASSWORD"),
+            sslmode=os.getenv("ECOMM_PG_SSLMODE", "require"),
+        )
+    return {
+        "source_db": source_db,
+        # AWS credentials come from boto3's usual chain (instance role, AWS_* variables).
+        "landing_zone": S3LandingZone(
+            bucket=env["ECOMM_LANDING_BUCKET"],
+            s3=S3Resource(region_name=os.getenv("AWS_REGION"), endpoint_url=os.getenv("ECOMM_S3_ENDPOINT_URL")),
+        ),
+        "lakehouse": DatabricksLakehouse(
+            host=env["DATABRICKS_HOST"],
+            token=dg.EnvVar("DATABRICKS_TOKEN"),
+            pipeline_id=env["ECOMM_DLT_PIPELINE_ID"],
+        ),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target="prod"),
     }
 
 
 def resources() -> dict:
-    ecomm_env()
+    if ecomm_env() == "prod":
+        return prod_resources()
     return local_resources(ecomm_home(), local_pg_port())

@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 import psycopg
 import pytest
+from moto.server import ThreadedMotoServer
 
 from ecomm_assets import environment
 from ecomm_assets.definitions import defs
@@ -39,6 +40,16 @@ def postgres():
     server = EmbeddedPostgres(folder / "data", _free_port())
     server.start()
     yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """A real S3 protocol peer: moto's server on 127.0.0.1."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
     server.stop()
 
 

@@ -3,7 +3,6 @@
 import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
-from moto.server import ThreadedMotoServer
 
 from conftest import DAYS, source_rows
 from ecomm_assets.extract.assets import landing_extracts
@@ -11,15 +10,6 @@ from ecomm_assets.extract.landing_zone import S3LandingZone
 
 BUCKET = "ecomm-landing"
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

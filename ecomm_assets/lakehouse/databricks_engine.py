@@ -1,0 +1,209 @@
+"""The production lakehouse: the Databricks DLT pipeline ``batch_ecomm_pipeline``, driven
+through databricks-sdk.
+
+A refresh starts one pipeline update for the selected tables, polls it to a final state, then
+reads the update's events for the rows written and each expectation's passed and failed records.
+The SDK's ``PipelineEvent`` model drops the ``details`` field that carries those metrics, so the
+events endpoint is called through ``api_client.do``.
+"""
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import dagster as dg
+from dagster._core.errors import DagsterExecutionInterruptedError
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.errors import ResourceConflict
+from databricks.sdk.service.pipelines import UpdateInfo
+
+from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate
+from ecomm_assets.lakehouse.pipeline_sql import PipelineTable
+
+_FINAL_STATES = {"COMPLETED", "FAILED", "CANCELED"}
+_EVENTS_PAGE_SIZE = 250  # the endpoint takes up to 1000 and may return fewer
+
+
+class DatabricksLakehouse(LakehouseEngine):
+    """Refreshes tables of the DLT pipeline ``pipeline_id`` in the workspace ``host``."""
+
+    host: str  # https://<workspace>.cloud.databricks.com
+    token: str  # a personal access token, through dg.EnvVar; never logged
+    pipeline_id: str
+    catalog: str = "ecomm_dw"  # the Unity Catalog the pipeline publishes to
+    poll_interval_seconds: float = 10
+    timeout_seconds: float = 3 * 3600  # for the whole refresh, waiting for a busy pipeline included
+
+    def refresh(
+        self,
+        tables: Sequence[PipelineTable],
+        ingestion_dates: Sequence[str],
+        log: dg.DagsterLogManager,
+        full_refresh: bool = False,
+    ) -> list[TableUpdate]:
+        """Run one pipeline update of ``tables`` and report what it wrote.
+
+        ``ingestion_dates`` are not sent: Auto Loader in the Bronze streaming tables picks up every
+        landed file it has not read yet. ``full_refresh`` resets and recomputes the selected tables
+        only (``full_refresh_selection``); the API's ``full_refresh`` flag would reset the whole
+        graph. If another update is running, this one starts when it has finished.
+        """
+        deadline = time.monotonic() + self.timeout_seconds
+        workspace = WorkspaceClient(host=self.host, token=self.token, auth_type="pat")
+        # refresh_selection takes table names; the API reference says no more than "a list of
+        # tables". Databricks' own tools select by the dataset names of the event log, and with
+        # several schemas in one Unity Catalog pipeline a bare name can be ambiguous: users who hit
+        # that qualify them fully. So: ecomm_dw.silver.fact_orders.
+        selection = [f"{self.catalog}.{table.name}" for table in tables]
+        update_id = self._start(workspace, selection, full_refresh, deadline, log)
+        try:
+            update = self._wait_for(workspace, update_id, deadline, log)
+        except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+            log.warning(f"Run interrupted: stopping update {update_id} of pipeline {self.pipeline_id}.")
+            workspace.pipelines.stop(self.pipeline_id)
+            raise
+        events = self._events(workspace, update)
+        if update.state.value == "FAILED":
+            raise RuntimeError(
+                f"Update {update_id} of pipeline {self.pipeline_id} failed:\n{_error_messages(events)}"
+            )
+        if update.state.value == "CANCELED":
+            raise RuntimeError(f"Update {update_id} of pipeline {self.pipeline_id} was canceled.")
+        return _table_updates(tables, events, log)
+
+    def _start(self, workspace: WorkspaceClient, selection: list[str], full_refresh: bool,
+               deadline: float, log: dg.DagsterLogManager) -> str:
+        """Start the update; while the pipeline is busy (HTTP 409), wait for it to be idle."""
+        selected = {"full_refresh_selection" if full_refresh else "refresh_selection": selection}
+        while True:
+            try:
+                update_id = workspace.pipelines.start_update(self.pipeline_id, **selected).update_id
+                log.info(f"Started update {update_id} of pipeline {self.pipeline_id}: {selected}")
+                return update_id
+            except ResourceConflict as conflict:
+                log.info(f"Pipeline {self.pipeline_id} is busy: {conflict}")
+            self._wait_until_idle(workspace, deadline, log)
+
+    def _wait_until_idle(self, workspace: WorkspaceClient, deadline: float,
+                         log: dg.DagsterLogManager) -> None:
+        """Wait until none of the pipeline's latest updates is active. Another run's update is never
+        stopped: on timeout this raises and leaves it running."""
+        active = None
+        while True:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"Pipeline {self.pipeline_id} still busy after {self.timeout_seconds}s "
+                    f"(active updates: {active}); no update was started."
+                )
+            self._sleep(deadline)
+            latest = workspace.pipelines.get(self.pipeline_id).latest_updates or []
+            now_active = [u.update_id for u in latest if u.state.value not in _FINAL_STATES]
+            if now_active != active:
+                active = now_active
+                log.info(f"Pipeline {self.pipeline_id}: waiting for update(s) {active} to finish."
+                         if active else f"Pipeline {self.pipeline_id} is idle.")
+            if not active:
+                return
+
+    def _wait_for(self, workspace: WorkspaceClient, update_id: str, deadline: float,
+                  log: dg.DagsterLogManager) -> UpdateInfo:
+        """Poll the update until it reaches a final state; on timeout stop the pipeline and raise."""
+        state = None
+        while True:
+            update = workspace.pipelines.get_update(self.pipeline_id, update_id).update
+            if update.state != state:
+                state = update.state
+                log.info(f"Update {update_id} of pipeline {self.pipeline_id}: {state.value}")
+            if state.value in _FINAL_STATES:
+                return update
+            if time.monotonic() >= deadline:
+                workspace.pipelines.stop(self.pipeline_id)
+                raise TimeoutError(
+                    f"Update {update_id} of pipeline {self.pipeline_id} still {state.value} after "
+                    f"{self.timeout_seconds}s; the pipeline was stopped."
+                )
+            self._sleep(deadline)
+
+    def _sleep(self, deadline: float) -> None:
+        time.sleep(max(0.0, min(self.poll_interval_seconds, deadline - time.monotonic())))
+
+    def _events(self, workspace: WorkspaceClient, update: UpdateInfo) -> list[dict]:
+        """The update's events, oldest first, read page by page.
+
+        The endpoint filters by level, id and timestamp only, so the pages start at the update's
+        creation time and the update's own events are kept by ``origin.update_id``. A page token
+        excludes every other parameter but ``max_results``.
+        """
+        created = datetime.fromtimestamp(update.creation_time / 1000, UTC)
+        since = created.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        query = {"filter": f"timestamp >= '{since}'", "max_results": _EVENTS_PAGE_SIZE}
+        path = f"/api/2.0/pipelines/{self.pipeline_id}/events"
+        events = []
+        while True:
+            page = workspace.api_client.do("GET", path, query=query)
+            events += [e for e in page.get("events", [])
+                       if e.get("origin", {}).get("update_id") == update.update_id]
+            if not page.get("next_page_token"):
+                return sorted(events, key=lambda e: e.get("timestamp", ""))
+            query = {"page_token": page["next_page_token"], "max_results": _EVENTS_PAGE_SIZE}
+
+
+def _error_messages(events: list[dict]) -> str:
+    """The messages of the ERROR events and of the exceptions they carry, each once."""
+    messages = []
+    for event in events:
+        if event.get("level") == "ERROR":
+            exceptions = (event.get("error") or {}).get("exceptions", [])
+            messages += [event.get("message", "")] + [e.get("message", "") for e in exceptions]
+    unique = dict.fromkeys(m.strip() for m in messages if m and m.strip())
+    return "\n".join(f"- {m}" for m in unique) or "- (the pipeline reported no ERROR event)"
+
+
+def _details(event: dict) -> dict:
+    """``details`` comes as an object from the API (as a JSON string in the event log table)."""
+    details = event.get("details") or {}
+    return json.loads(details) if isinstance(details, str) else details
+
+
+def _table_name(dataset: str, names: Sequence[str]) -> str | None:
+    """Our ``<schema>.<table>`` for a dataset named ``catalog.schema.table``, ``schema.table`` or
+    ``table`` (backticks allowed), if exactly one of ``names`` matches."""
+    parts = dataset.replace("`", "").lower().split(".")[-2:]
+    matches = [name for name in names if name.split(".")[-len(parts):] == parts]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _table_updates(tables: Sequence[PipelineTable], events: list[dict],
+                   log: dg.DagsterLogManager) -> list[TableUpdate]:
+    """One TableUpdate per table from the update's ``flow_progress`` events.
+
+    Metrics are summed over every event that carries them: a materialized view reports them once,
+    when its flow completes; a streaming table once per micro-batch while it runs.
+    """
+    names = [table.name for table in tables]
+    rows, dropped, reported = defaultdict(int), defaultdict(int), set()
+    passed, failed = defaultdict(int), defaultdict(int)  # by (table, expectation)
+    for event in events:
+        origin = event.get("origin", {})
+        name = _table_name(origin.get("dataset_name") or origin.get("flow_name") or "", names)
+        progress = _details(event).get("flow_progress")
+        if event.get("event_type") != "flow_progress" or not progress or name is None:
+            continue
+        if "metrics" in progress:
+            reported.add(name)
+            rows[name] += progress["metrics"].get("num_output_rows", 0)
+        quality = progress.get("data_quality") or {}
+        dropped[name] += quality.get("dropped_records", 0)
+        for expectation in quality.get("expectations", []):
+            passed[name, expectation["name"]] += expectation.get("passed_records", 0)
+            failed[name, expectation["name"]] += expectation.get("failed_records", 0)
+    updates = []
+    for name in names:
+        if name not in reported:
+            log.warning(f"{name}: the update reported no output rows for this table.")
+        log.info(f"{name}: {rows[name]} rows written, {dropped[name]} dropped by expectations")
+        results = tuple(ExpectationResult(e, passed[t, e], failed[t, e]) for t, e in passed if t == name)
+        updates.append(TableUpdate(name, rows[name], results))
+    return updates

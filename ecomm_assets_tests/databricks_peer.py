@@ -1,0 +1,218 @@
+"""A loopback peer for databricks-sdk: a small HTTP server speaking the Pipelines API of one
+workspace that holds one pipeline. It records every request so tests assert on the wire."""
+
+import json
+import re
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from ecomm_assets.lakehouse.databricks_engine import DatabricksLakehouse
+
+PIPELINE_ID = "8a1f3c2e-5b7d-4e9a-b0c1-d2e3f4a5b6c7"
+TOKEN = "dapi0123456789abcdef-secret"
+FINAL = {"COMPLETED", "FAILED", "CANCELED"}
+PAGE_CAP = 4  # the server returns fewer events than max_results, as the API may
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event(update_id: str | None, event_type: str, level: str = "INFO", message: str = "", **fields) -> dict:
+    """An event as GET /api/2.0/pipelines/{id}/events returns it (timestamp set when logged)."""
+    origin = {"pipeline_id": PIPELINE_ID, "pipeline_name": "batch_ecomm_pipeline", "cloud": "AWS"}
+    if update_id:
+        origin["update_id"] = update_id
+    origin.update(fields.pop("origin", {}))
+    return {"id": str(uuid.uuid4()), "event_type": event_type, "level": level, "message": message,
+            "maturity_level": "STABLE", "origin": origin, **fields}
+
+
+def flow_progress(update_id: str, dataset: str, status: str, **progress) -> dict:
+    return event(update_id, "flow_progress", message=f"Flow '{dataset}' is {status}.",
+                 origin={"flow_name": dataset, "dataset_name": dataset},
+                 details={"flow_progress": {"status": status, **progress}})
+
+
+def data_quality(dataset: str, dropped: int, *checks: tuple[str, int, int]) -> dict:
+    return {"dropped_records": dropped, "expectations": [
+        {"name": name, "dataset": dataset, "passed_records": passed, "failed_records": failed}
+        for name, passed, failed in checks]}
+
+
+class Update:
+    """A scripted update: the states it reports in turn (the last one stays), and the events the
+    pipeline logs for it, given the update id."""
+
+    def __init__(self, states: list[str], events=lambda update_id: []):
+        self.update_id = str(uuid.uuid4())
+        self.states = list(states)
+        self.events = events(self.update_id)
+        self.creation_time = None
+        self.request = {}
+
+    @property
+    def state(self) -> str:
+        return self.states[0]
+
+    def report(self) -> str:
+        """The current state; the next report moves on to the following one."""
+        state = self.states[0]
+        if len(self.states) > 1:
+            self.states.pop(0)
+        return state
+
+
+class PipelinesServer:
+    """The Pipelines API of one workspace holding one pipeline, on 127.0.0.1."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.updates: dict[str, Update] = {}
+        self.queued: list[Update] = []  # what the next POST .../updates creates
+        self.log: list[dict] = []  # the pipeline's event log
+        self._pages: dict[str, list[dict]] = {}
+        self._lock = threading.Lock()
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.host = f"http://127.0.0.1:{self._http.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self._http.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._http.shutdown()
+        self._http.server_close()
+
+    def engine(self, **settings) -> DatabricksLakehouse:
+        return DatabricksLakehouse(host=self.host, token=TOKEN, pipeline_id=PIPELINE_ID,
+                                   **{"poll_interval_seconds": 0.01, **settings})
+
+    def add_running_update(self, states: list[str]) -> Update:
+        """An update some other run started earlier, still active."""
+        update = Update(states)
+        update.creation_time = int(time.time() * 1000) - 60_000
+        self.updates[update.update_id] = update
+        return update
+
+    def calls(self, method: str, pattern: str) -> list[dict]:
+        return [r for r in self.requests if r["method"] == method and re.fullmatch(pattern, r["path"])]
+
+    def _active(self) -> Update | None:
+        return next((u for u in self.updates.values() if u.state not in FINAL), None)
+
+    # --- endpoints -------------------------------------------------------------------------------
+
+    def start_update(self, body: dict) -> tuple[int, dict]:
+        if active := self._active():
+            return 409, {"error_code": "RESOURCE_CONFLICT",
+                         "message": f"Cannot start a new update: pipeline '{PIPELINE_ID}' already has an "
+                                    f"active update {active.update_id}."}
+        update = self.queued.pop(0)
+        update.creation_time, update.request = int(time.time() * 1000), body
+        self.updates[update.update_id] = update
+        for offset, logged in enumerate(update.events, start=1):
+            self.log.append({"timestamp": iso(update.creation_time + offset), **logged})
+        return 200, {"update_id": update.update_id}
+
+    def get_update(self, update_id: str) -> tuple[int, dict]:
+        update = self.updates[update_id]
+        return 200, {"update": {"pipeline_id": PIPELINE_ID, "update_id": update_id,
+                                "state": update.report(), "creation_time": update.creation_time,
+                                "cause": "API_CALL", **update.request}}
+
+    def get_pipeline(self) -> tuple[int, dict]:
+        latest = [{"update_id": u.update_id, "state": u.report(), "creation_time": iso(u.creation_time)}
+                  for u in sorted(self.updates.values(), key=lambda u: -u.creation_time)]
+        busy = any(u["state"] not in FINAL for u in latest)
+        return 200, {"pipeline_id": PIPELINE_ID, "name": "batch_ecomm_pipeline",
+                     "state": "RUNNING" if busy else "IDLE", "latest_updates": latest}
+
+    def stop(self) -> tuple[int, dict]:
+        if active := self._active():
+            active.states = ["CANCELED"]
+        return 200, {}
+
+    def events(self, query: dict) -> tuple[int, dict]:
+        """Newest first; filters as documented (level, timestamp); a page token excludes every other
+        parameter but max_results."""
+        size = min(int(query.get("max_results", 25)), PAGE_CAP)
+        if "page_token" in query:
+            if set(query) - {"page_token", "max_results"}:
+                return 400, {"error_code": "INVALID_PARAMETER_VALUE",
+                             "message": "page_token is mutually exclusive with all fields but max_results"}
+            matching = self._pages.pop(query["page_token"])
+        else:
+            matching = sorted(self.log, key=lambda e: e["timestamp"], reverse=True)
+            for clause in filter(None, re.split(r"\s+AND\s+", query.get("filter", ""))):
+                if m := re.fullmatch(r"timestamp\s*>=\s*'([^']+)'", clause):
+                    matching = [e for e in matching if e["timestamp"] >= m[1]]
+                elif m := re.fullmatch(r"level\s*=\s*'(\w+)'", clause):
+                    matching = [e for e in matching if e["level"] == m[1]]
+                else:
+                    return 400, {"error_code": "INVALID_PARAMETER_VALUE",
+                                 "message": f"Unsupported filter: {clause}"}
+        page, rest = matching[:size], matching[size:]
+        answer = {"events": page}
+        if rest:
+            token = uuid.uuid4().hex
+            self._pages[token] = rest
+            answer["next_page_token"] = token
+        return 200, answer
+
+    def _route(self, method: str, path: str, query: dict, body: dict) -> tuple[int, dict]:
+        base = f"/api/2.0/pipelines/{PIPELINE_ID}"
+        if method == "GET" and path == "/.well-known/databricks-config":
+            return 200, {"workspace_id": "1234567890123456", "oidc_endpoint": f"{self.host}/oidc"}
+        if method == "POST" and path == f"{base}/updates":
+            return self.start_update(body)
+        if method == "GET" and (m := re.fullmatch(rf"{base}/updates/([\w-]+)", path)):
+            return self.get_update(m[1])
+        if method == "GET" and path == base:
+            return self.get_pipeline()
+        if method == "POST" and path == f"{base}/stop":
+            return self.stop()
+        if method == "GET" and path == f"{base}/events":
+            return self.events(query)
+        return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for '{method} {path}'"}
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self):
+                url = urlsplit(self.path)
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.loads(raw) if raw else {}
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                with server._lock:
+                    server.requests.append({"method": self.command, "path": url.path, "query": query,
+                                            "body": body, "headers": dict(self.headers)})
+                    authorized = self.headers.get("Authorization") == f"Bearer {TOKEN}"
+                    if url.path.startswith("/api/") and not authorized:
+                        status, answer = 401, {"error_code": "UNAUTHENTICATED",
+                                               "message": "Invalid access token."}
+                    else:
+                        status, answer = server._route(self.command, url.path, query, body)
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                if url.path.startswith(f"/api/2.0/pipelines/{PIPELINE_ID}/updates/"):
+                    server.on_poll_after_response()
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def on_poll_after_response(self) -> None:
+        """Hook run once a poll's answer is on the wire (the interrupt test sends its signal here)."""

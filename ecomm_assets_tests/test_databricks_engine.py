@@ -1,0 +1,217 @@
+"""The Databricks engine against a local HTTP server that speaks the Pipelines API.
+
+databricks-sdk talks HTTP to the peer in ``databricks_peer.py`` exactly as it would to a
+workspace; the peer records every request, so the tests assert on the wire: which endpoint,
+which body, which token.
+"""
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+from dagster._core.errors import DagsterExecutionInterruptedError, raise_execution_interrupts
+
+from databricks_peer import PIPELINE_ID, TOKEN, PipelinesServer, Update, data_quality, event, flow_progress, iso
+from ecomm_assets.lakehouse.engine import ExpectationResult, TableUpdate
+from ecomm_assets.lakehouse.pipeline_sql import pipeline_tables
+
+PIPELINE = {table.name: table for table in pipeline_tables()}
+log = logging.getLogger("test_databricks_engine")
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    """No DATABRICKS_* setting from the environment, and no connection but to 127.0.0.1."""
+    for name in [n for n in os.environ if n.startswith("DATABRICKS_")]:
+        monkeypatch.delenv(name)
+    connect = socket.socket.connect
+
+    def guarded(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1"):
+            raise AssertionError(f"the test tried to reach {address}")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture
+def server():
+    with PipelinesServer() as peer:
+        yield peer
+
+
+def selected(*names: str):
+    return [PIPELINE[name] for name in names]
+
+
+def successful_update(update_id: str) -> list[dict]:
+    """What an update of bronze.orders, silver.dim_orders and silver.fact_orders logs. Dataset
+    names come fully qualified, backticked or bare, to show the engine maps each of them."""
+    return [
+        event(None, "user_action", message="User ops@shop.example started an update.",
+              details={"user_action": {"action": "START", "user_name": "ops@shop.example"}}),
+        event(update_id, "create_update", message="Update started by API call.",
+              details={"create_update": {"cause": "API_CALL", "full_refresh": False}}),
+        event(update_id, "update_progress", message=f"Update {update_id[:6]} is RUNNING.",
+              details={"update_progress": {"state": "RUNNING"}}),
+        event(update_id, "flow_definition", message="Dataset 'ecomm_dw.bronze.orders' defined.",
+              origin={"flow_name": "ecomm_dw.bronze.orders", "dataset_name": "ecomm_dw.bronze.orders"},
+              details={"flow_definition": {"output_dataset": "ecomm_dw.bronze.orders",
+                                           "flow_type": "APPEND"}}),
+        flow_progress(update_id, "ecomm_dw.bronze.orders", "STARTING"),
+        flow_progress(update_id, "ecomm_dw.bronze.orders", "RUNNING", metrics={"num_output_rows": 300},
+                      data_quality={"dropped_records": 0, "expectations": []}),
+        flow_progress(update_id, "ecomm_dw.bronze.orders", "RUNNING", metrics={"num_output_rows": 125}),
+        flow_progress(update_id, "ecomm_dw.bronze.orders", "COMPLETED"),
+        flow_progress(update_id, "dim_orders", "RUNNING"),
+        flow_progress(update_id, "dim_orders", "COMPLETED", metrics={"num_output_rows": 396},
+                      data_quality=data_quality("dim_orders", 4,
+                                                ("valid_id", 398, 2), ("valid_status", 397, 3))),
+        flow_progress(update_id, "`ecomm_dw`.`silver`.`fact_orders`", "COMPLETED",
+                      metrics={"num_output_rows": 1180},
+                      data_quality=data_quality("ecomm_dw.silver.fact_orders", 6,
+                                                ("valid_id", 1181, 5), ("valid_price", 1185, 1))),
+        event(update_id, "update_progress", message=f"Update {update_id[:6]} is COMPLETED.",
+              details={"update_progress": {"state": "COMPLETED"}}),
+    ]
+
+
+def test_refresh_runs_one_update_of_the_selection_and_reads_its_metrics(server, caplog):
+    # Neither an earlier update's events nor those of one another run starts right after ours count.
+    now = int(time.time() * 1000)
+    for first, update_id in [(now - 3_600_000, "0d9c8b7a-0000-4000-8000-000000000000"),
+                             (now + 600_000, "0d9c8b7a-0000-4000-8000-000000000002")]:
+        server.log += [{"timestamp": iso(first + i), **e}
+                       for i, e in enumerate(successful_update(update_id))]
+    server.queued.append(Update(["QUEUED", "INITIALIZING", "RUNNING", "COMPLETED"], successful_update))
+
+    with caplog.at_level(logging.INFO):
+        updates = server.engine().refresh(
+            selected("bronze.orders", "silver.dim_orders", "silver.fact_orders"), ["2026-03-05"], log)
+
+    assert updates == [
+        TableUpdate("bronze.orders", 425),
+        TableUpdate("silver.dim_orders", 396, (ExpectationResult("valid_id", 398, 2),
+                                               ExpectationResult("valid_status", 397, 3))),
+        TableUpdate("silver.fact_orders", 1180, (ExpectationResult("valid_id", 1181, 5),
+                                                 ExpectationResult("valid_price", 1185, 1))),
+    ]
+    [start] = server.calls("POST", rf"/api/2.0/pipelines/{PIPELINE_ID}/updates")
+    assert start["body"] == {"refresh_selection": [
+        "ecomm_dw.bronze.orders", "ecomm_dw.silver.dim_orders", "ecomm_dw.silver.fact_orders"]}
+    assert len(server.calls("GET", rf"/api/2.0/pipelines/{PIPELINE_ID}/updates/[\w-]+")) == 4
+    first, *more = server.calls("GET", rf"/api/2.0/pipelines/{PIPELINE_ID}/events")
+    assert first["query"]["filter"].startswith("timestamp >= '")
+    assert more and all(set(r["query"]) == {"page_token", "max_results"} for r in more)
+    api_calls = [r for r in server.requests if r["path"].startswith("/api/")]
+    assert all(r["headers"]["Authorization"] == f"Bearer {TOKEN}" for r in api_calls)
+    assert not server.calls("POST", r".*/stop")
+    assert "silver.fact_orders: 1180 rows written, 6 dropped by expectations" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+def test_full_refresh_resets_the_selected_tables_only(server):
+    server.queued.append(Update(["RUNNING", "COMPLETED"], successful_update))
+
+    server.engine().refresh(selected("bronze.orders"), [], log, full_refresh=True)
+
+    [start] = server.calls("POST", rf"/api/2.0/pipelines/{PIPELINE_ID}/updates")
+    assert start["body"] == {"full_refresh_selection": ["ecomm_dw.bronze.orders"]}
+
+
+def test_a_failed_update_raises_with_the_pipeline_error(server):
+    old_failure = event("0d9c8b7a-0000-4000-8000-000000000001", "update_progress", "ERROR",
+                        "Update 0d9c8b is FAILED.",
+                        error={"exceptions": [{"message": "an old, fixed error"}]})
+    server.log.append({"timestamp": iso(int(time.time() * 1000) - 86_400_000), **old_failure})
+    cause = ("[DELTA_FAILED_TO_MERGE_FIELDS] Failed to merge fields 'item_price' and 'item_price'. "
+             "Failed to merge incompatible data types DECIMAL(12,2) and STRING")
+    server.queued.append(Update(["RUNNING", "FAILED"], lambda update_id: [
+        flow_progress(update_id, "ecomm_dw.silver.fact_orders", "RUNNING"),
+        {**flow_progress(update_id, "ecomm_dw.silver.fact_orders", "FAILED"), "level": "ERROR",
+         "message": "Flow 'ecomm_dw.silver.fact_orders' has FAILED fatally.",
+         "error": {"fatal": True, "exceptions": [
+             {"class_name": "org.apache.spark.sql.AnalysisException", "message": cause}]}},
+        event(update_id, "update_progress", "ERROR", f"Update {update_id[:6]} is FAILED.",
+              details={"update_progress": {"state": "FAILED"}},
+              error={"fatal": True, "exceptions": [{"message": cause}]}),
+    ]))
+
+    with pytest.raises(RuntimeError) as failure:
+        server.engine().refresh(selected("silver.fact_orders"), ["2026-03-05"], log)
+
+    message = str(failure.value)
+    assert "failed" in message and cause in message
+    assert "Flow 'ecomm_dw.silver.fact_orders' has FAILED fatally." in message
+    assert message.count(cause) == 1
+    assert "an old, fixed error" not in message and TOKEN not in message
+
+
+def test_a_busy_pipeline_is_waited_for_then_our_update_starts(server, caplog):
+    other = server.add_running_update(["RUNNING", "RUNNING", "COMPLETED"])
+    server.queued.append(Update(["RUNNING", "COMPLETED"], successful_update))
+
+    with caplog.at_level(logging.INFO):
+        [update] = server.engine().refresh(selected("bronze.orders"), ["2026-03-05"], log)
+
+    assert update == TableUpdate("bronze.orders", 425)
+    calls = [(r["method"], r["path"].removeprefix(f"/api/2.0/pipelines/{PIPELINE_ID}"))
+             for r in server.requests if r["path"].startswith("/api/")]
+    assert calls[:5] == [("POST", "/updates"), ("GET", ""), ("GET", ""), ("GET", ""), ("POST", "/updates")]
+    assert not server.calls("POST", r".*/stop")  # the other run's update is left alone
+    assert other.update_id in caplog.text and "already has an active update" in caplog.text
+
+
+def test_waiting_for_a_busy_pipeline_is_bounded_and_never_stops_the_other_update(server):
+    other = server.add_running_update(["RUNNING"])
+
+    with pytest.raises(TimeoutError, match="no update was started"):
+        server.engine(timeout_seconds=0.2).refresh(selected("bronze.orders"), ["2026-03-05"], log)
+
+    assert other.state == "RUNNING" and not server.calls("POST", r".*/stop")
+    assert len(server.calls("POST", r".*/updates")) == 1
+
+
+def test_an_update_that_outlives_the_timeout_is_stopped(server):
+    server.queued.append(Update(["WAITING_FOR_RESOURCES", "RUNNING"]))
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="the pipeline was stopped"):
+        server.engine(timeout_seconds=0.3).refresh(selected("silver.dim_orders"), ["2026-03-05"], log)
+
+    assert time.monotonic() - started < 5
+    [stop] = server.calls("POST", rf"/api/2.0/pipelines/{PIPELINE_ID}/stop")
+    assert stop["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    [update] = server.updates.values()
+    assert update.state == "CANCELED"
+
+
+@pytest.mark.parametrize("interrupts, raised", [
+    (raise_execution_interrupts, DagsterExecutionInterruptedError),  # how Dagster runs an op
+    (contextlib.nullcontext, KeyboardInterrupt),  # Python's own SIGINT handler
+])
+def test_a_terminated_run_stops_its_update(server, interrupts, raised):
+    """The run is terminated while the update is polled: a real SIGINT reaches the main thread,
+    as it does when Dagster terminates a run worker."""
+    server.queued.append(Update(["RUNNING"]))
+    polls = []
+
+    def interrupt_on_second_poll():
+        polls.append(1)
+        if len(polls) == 2:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    server.on_poll_after_response = interrupt_on_second_poll
+
+    with pytest.raises(raised), interrupts():
+        server.engine(poll_interval_seconds=0.05).refresh(selected("gold.sales_analytics"), [], log)
+
+    [stop] = server.calls("POST", rf"/api/2.0/pipelines/{PIPELINE_ID}/stop")
+    assert server.requests.index(stop) > server.requests.index(server.calls("POST", r".*/updates")[0])
+    [update] = server.updates.values()
+    assert update.state == "CANCELED"

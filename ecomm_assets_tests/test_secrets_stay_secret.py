@@ -1,0 +1,78 @@
+"""Production resources, with a fake secret in every credential variable, run against the
+loopback peers: the secrets must appear in no log line, metadata value or stored event."""
+
+import dagster as dg
+import pytest
+from dagster._serdes import serialize_value
+
+from conftest import DAYS
+from databricks_peer import TOKEN, PipelinesServer, Update, data_quality, flow_progress
+from ecomm_assets import environment
+from ecomm_assets.definitions import defs
+
+PG_PASSWORD = "pg-Secret-4711"
+AWS_SECRET = "aws-Secret-0815"
+SECRETS = [PG_PASSWORD, AWS_SECRET, TOKEN]
+SELECTION = [dg.AssetKey(["landing", "orders"]), dg.AssetKey(["bronze", "orders"]),
+             dg.AssetKey(["silver", "dim_orders"])]
+
+
+@pytest.fixture
+def prod_env(shop, s3_endpoint, monkeypatch):
+    with PipelinesServer() as databricks:
+        for name, value in {
+            "ECOMM_ENV": "prod", "ECOMM_PG_HOST": "127.0.0.1", "ECOMM_PG_PORT": str(shop.port),
+            "ECOMM_PG_USER": shop.user, "ECOMM_PG_PASSWORD": PG_PASSWORD, "ECOMM_PG_SSLMODE": "disable",
+            "ECOMM_LANDING_BUCKET": "landing-secrets-test", "ECOMM_S3_ENDPOINT_URL": s3_endpoint,
+            "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIATESTKEY", "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+            "DATABRICKS_HOST": databricks.host, "DATABRICKS_TOKEN": TOKEN,
+            "ECOMM_DLT_PIPELINE_ID": "8a1f3c2e-5b7d-4e9a-b0c1-d2e3f4a5b6c7",
+        }.items():
+            monkeypatch.setenv(name, value)
+        resources = environment.resources()
+        resources["landing_zone"].s3.get_client().create_bucket(Bucket="landing-secrets-test")
+        yield resources, databricks
+
+
+def stored_events(instance: dg.DagsterInstance, run_id: str) -> str:
+    return serialize_value(instance.all_logs(run_id)) + serialize_value(instance.get_run_by_id(run_id))
+
+
+def test_no_secret_leaks_from_a_production_run(prod_env, capfd):
+    resources, databricks = prod_env
+    databricks.queued.append(Update(["RUNNING", "COMPLETED"], lambda update_id: [
+        flow_progress(update_id, "ecomm_dw.bronze.orders", "RUNNING", metrics={"num_output_rows": 80}),
+        flow_progress(update_id, "ecomm_dw.silver.dim_orders", "COMPLETED", metrics={"num_output_rows": 79},
+                      data_quality=data_quality("dim_orders", 1, ("valid_id", 80, 0), ("valid_status", 79, 1))),
+    ]))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(defs.assets, selection=SELECTION, partition_key=DAYS[1],
+                                resources=resources,
+                                instance=instance)
+        assert result.success
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks == {"valid_id": True, "valid_status": False}
+        # the secrets did travel where they belong: the token to the Pipelines API
+        assert databricks.requests[-1]["headers"]["Authorization"] == f"Bearer {TOKEN}"
+        stored = stored_events(instance, result.run_id)
+    printed = "".join(capfd.readouterr())
+    for secret in SECRETS:
+        assert secret not in stored
+        assert secret not in printed
+
+
+def test_no_secret_leaks_from_a_failed_connection(prod_env, monkeypatch, capfd):
+    monkeypatch.setenv("ECOMM_PG_DSN", f"postgresql://ecomm:{PG_PASSWORD}@127.0.0.1:1/ecomm?connect_timeout=1")
+    resources = environment.resources()
+    resources["source_db"] = resources["source_db"].model_copy(update={"connect_attempts": 1})
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(defs.assets, selection=SELECTION[:1], partition_key=DAYS[1],
+                                resources=resources,
+                                instance=instance, raise_on_error=False)
+        assert not result.success
+        stored = stored_events(instance, result.run_id)
+    assert "Connection refused" in stored
+    printed = "".join(capfd.readouterr())
+    for secret in SECRETS:
+        assert secret not in stored
+        assert secret not in printed
