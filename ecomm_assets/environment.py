@@ -8,23 +8,19 @@ Dagster reads them at run time and never stores or shows their values.
 """
 
 import os
-import sys
 from pathlib import Path
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
-from dagster_dbt import DbtCliResource
 
 from ecomm_assets.extract.landing_zone import LocalLandingZone, S3LandingZone
 from ecomm_assets.lakehouse.databricks_engine import DatabricksLakehouse
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse
-from ecomm_assets.metrics.project import dbt_project
+from ecomm_assets.metrics.project import DBT_EXECUTABLE, DbtCli, dbt_project
 from ecomm_assets.source.postgres import SourceDatabase
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_PG_PORT = 54329
-# the dbt installed beside this interpreter, whatever the PATH says
-DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
 
 
 def ecomm_env() -> str:
@@ -50,7 +46,7 @@ def local_resources(home: Path, pg_port: int) -> dict:
         "lakehouse": DuckDBLakehouse(
             database=str(home / "ecomm_dw.duckdb"), landing_root=landing_zone.extracts_root
         ),
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target="local"),
+        "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target="local"),
     }
 
 
@@ -87,7 +83,7 @@ def prod_resources() -> dict:
             token=dg.EnvVar("DATABRICKS_TOKEN"),
             pipeline_id=env["ECOMM_DLT_PIPELINE_ID"],
         ),
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target="prod"),
+        "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target="prod"),
     }
 
 

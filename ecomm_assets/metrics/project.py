@@ -1,9 +1,28 @@
-"""The dbt project that holds the KPI models (``dbt_project/``)."""
+"""The dbt project that holds the KPI models (``dbt_project/``), and how Dagster runs dbt."""
 
+import sys
+from functools import cached_property
+from importlib.metadata import version as installed_version
 from pathlib import Path
 
-from dagster_dbt import DbtProject
+from dagster_dbt import DbtCliResource, DbtProject
+from packaging import version
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+# the dbt installed beside this interpreter, whatever the PATH says
+DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
+
+
+class DbtCli(DbtCliResource):
+    """dagster-dbt's dbt resource, for the dbt installed beside this interpreter (DBT_EXECUTABLE).
+
+    dagster-dbt asks ``dbt --version`` once per run to tell dbt Core from dbt Fusion: about 5 s
+    here, and that command also asks PyPI for the latest release. The executable is the
+    dbt-core of this environment, so its version is read from the package metadata instead.
+    """
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        return version.parse(installed_version("dbt-core"))
