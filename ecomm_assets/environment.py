@@ -11,10 +11,8 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
-from ecomm_assets.extract.landing_zone import LocalLandingZone, S3LandingZone
-from ecomm_assets.lakehouse.databricks_engine import DatabricksLakehouse
+from ecomm_assets.extract.landing_zone import LocalLandingZone
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse
 from ecomm_assets.metrics.project import DBT_EXECUTABLE, DbtCli, dbt_project
 from ecomm_assets.source.postgres import SourceDatabase
@@ -58,6 +56,12 @@ def _required(*names: str) -> dict[str, str]:
 
 
 def prod_resources() -> dict:
+    # The cloud clients load only here: importing them costs seconds a local start-up need not pay.
+    from dagster_aws.s3 import S3Resource
+
+    from ecomm_assets.extract.s3_landing_zone import S3LandingZone
+    from ecomm_assets.lakehouse.databricks_engine import DatabricksLakehouse
+
     env = _required("ECOMM_LANDING_BUCKET", "DATABRICKS_HOST", "ECOMM_DLT_PIPELINE_ID")
     if os.getenv("ECOMM_PG_DSN"):
         source_db = SourceDatabase(dsn=dg.EnvVar("ECOMM_PG_DSN"))

@@ -6,7 +6,7 @@ from dagster_aws.s3 import S3Resource
 
 from conftest import DAYS, source_rows
 from ecomm_assets.extract.assets import landing_extracts
-from ecomm_assets.extract.landing_zone import S3LandingZone
+from ecomm_assets.extract.s3_landing_zone import S3LandingZone
 
 BUCKET = "ecomm-landing"
 MiB = 1 << 20

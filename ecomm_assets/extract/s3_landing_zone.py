@@ -1,0 +1,78 @@
+"""The landing zone on S3: ``s3://<bucket>/ecomm_db_extracts/daily_extracts/...``."""
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+from dagster_aws.s3 import S3Resource
+
+from ecomm_assets.extract.landing_zone import EXTRACTS_PREFIX, LandingZone, partition_prefix
+
+
+class _MultipartUpload(io.RawIOBase):
+    """A write-only stream into one S3 object: parts go up as they fill, memory stays one part."""
+
+    def __init__(self, client: Any, bucket: str, key: str, part_size: int):
+        self._client, self._bucket, self._key, self._part_size = client, bucket, key, part_size
+        self._upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        self._buffer = bytearray()
+        self._parts: list[dict] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._buffer += data
+        while len(self._buffer) >= self._part_size:
+            self._send(self._buffer[: self._part_size])
+            del self._buffer[: self._part_size]
+        return len(data)
+
+    def _send(self, chunk: bytes) -> None:
+        number = len(self._parts) + 1
+        response = self._client.upload_part(Bucket=self._bucket, Key=self._key, PartNumber=number,
+                                            UploadId=self._upload_id, Body=bytes(chunk))
+        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+    def complete(self) -> None:
+        if self._buffer or not self._parts:  # the last part may be small, and an empty file is one part
+            self._send(self._buffer)
+        self._client.complete_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
+                                               MultipartUpload={"Parts": self._parts})
+
+    def abort(self) -> None:
+        self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+
+
+class S3LandingZone(LandingZone):
+    """``s3://<bucket>/ecomm_db_extracts/daily_extracts/...``, written with multipart uploads.
+
+    The object appears only when its upload completes, so readers see the old CSV or the new one;
+    anything else under the partition's prefix is deleted afterwards.
+    """
+
+    bucket: str
+    s3: S3Resource
+    part_size_bytes: int = 8 << 20  # S3 takes parts of 5 MiB and more, the last one excepted
+
+    @property
+    def extracts_root(self) -> str:
+        return f"s3://{self.bucket}/{EXTRACTS_PREFIX}"
+
+    @contextmanager
+    def replace_partition(self, table: str, ingestion_date: str) -> Iterator[tuple[BinaryIO, str]]:
+        client = self.s3.get_client()
+        prefix = partition_prefix(table, ingestion_date)
+        key = f"{prefix}/{table}.csv"
+        upload = _MultipartUpload(client, self.bucket, key, self.part_size_bytes)
+        try:
+            yield upload, f"s3://{self.bucket}/{key}"
+            upload.complete()
+        except BaseException:
+            upload.abort()
+            raise
+        listed = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{prefix}/")
+        strays = [{"Key": o["Key"]} for page in listed for o in page.get("Contents", []) if o["Key"] != key]
+        if strays:
+            client.delete_objects(Bucket=self.bucket, Delete={"Objects": strays})
