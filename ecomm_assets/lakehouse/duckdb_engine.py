@@ -128,28 +128,32 @@ class DuckDBLakehouse(LakehouseEngine):
         return TableUpdate(table.name, connection.execute(f"SELECT count(*) FROM {target}").fetchone()[0])
 
     def _recompute(self, connection, table: PipelineTable) -> TableUpdate:
-        """Materialized view: recompute, then apply the expectations."""
+        """Materialized view: recompute, then apply the expectations, all counted in one scan."""
+        target = f"{table.layer}.{table.table}"
+        if not table.expectations:
+            connection.execute(f"CREATE OR REPLACE TABLE {target} AS {table.query.sql('duckdb')}")
+            return TableUpdate(table.name, connection.execute(f"SELECT count(*) FROM {target}").fetchone()[0])
+
         connection.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS {table.query.sql('duckdb')}")
+        passes = [f"coalesce(({exp.maybe_parse(e.condition, dialect=DIALECT).sql('duckdb')}), false)"
+                  for e in table.expectations]
+        keep = " AND ".join(p for p, e in zip(passes, table.expectations) if e.action == "drop") or "true"
+        total, kept, *passed = connection.execute(
+            f"SELECT count(*), count(*) FILTER ({keep}), "
+            + ", ".join(f"count(*) FILTER ({p})" for p in passes) + " FROM candidates"
+        ).fetchone()
         key = _ident(table.columns[0][0])
-        results, keep = [], []
-        for expectation in table.expectations:
-            passes = f"coalesce(({exp.maybe_parse(expectation.condition, dialect=DIALECT).sql('duckdb')}), false)"
-            passed, failed = connection.execute(
-                f"SELECT count(*) FILTER ({passes}), count(*) FILTER (NOT {passes}) FROM candidates"
-            ).fetchone()
+        results = []
+        for expectation, condition, passed_records in zip(table.expectations, passes, passed):
+            failed = total - passed_records
             sample = [str(row[0]) for row in connection.execute(
-                f"SELECT {key} FROM candidates WHERE NOT {passes} ORDER BY {key} LIMIT {_SAMPLE_SIZE}"
-            ).fetchall()]
-            results.append(ExpectationResult(expectation.name, passed, failed, tuple(sample)))
+                f"SELECT {key} FROM candidates WHERE NOT {condition} ORDER BY {key} LIMIT {_SAMPLE_SIZE}"
+            ).fetchall()] if failed else []
             if expectation.action == "fail" and failed:
                 raise RuntimeError(
                     f"{table.name}: expectation {expectation.name} failed on {failed} rows "
                     f"(e.g. {key}={sample}); the update is rolled back"
                 )
-            if expectation.action == "drop":
-                keep.append(passes)
-        where = " AND ".join(keep) or "true"
-        target = f"{table.layer}.{table.table}"
-        connection.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM candidates WHERE {where}")
-        row_count = connection.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
-        return TableUpdate(table.name, row_count, tuple(results))
+            results.append(ExpectationResult(expectation.name, passed_records, failed, tuple(sample)))
+        connection.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM candidates WHERE {keep}")
+        return TableUpdate(table.name, kept, tuple(results))
