@@ -2,6 +2,7 @@
 #   make run    install, start the local stack, backfill every demo partition, show the KPIs
 #   make dev    the Dagster UI on http://127.0.0.1:3000 over the same local state
 #   make test   the test suite
+#   make bench  the benchmarks, side by side (results in .ecomm_home/bench, ~15 min)
 #   make clean  stop the local stack and remove everything it made
 
 VENV := .venv
@@ -11,7 +12,7 @@ export ECOMM_HOME ?= $(CURDIR)/.ecomm_home
 export DAGSTER_HOME ?= $(ECOMM_HOME)/dagster
 MANIFEST := dbt_project/target/manifest.json
 
-.PHONY: install manifest instance run dev test clean
+.PHONY: install manifest instance run dev test bench clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -43,6 +44,9 @@ dev: install manifest instance
 
 test: install manifest
 	$(BIN)/pytest
+
+bench: install manifest
+	$(PY) ecomm_assets_tests/benchmarks/run_benchmarks.py
 
 clean:
 	-[ -x $(PY) ] && $(PY) -m ecomm_assets.local_stack down

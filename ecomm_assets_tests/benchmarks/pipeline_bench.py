@@ -1,0 +1,221 @@
+"""Benchmarks of the pipeline around the extract: lakehouse engine, backfills, start-up, dbt
+through Dagster, and a fresh clone to KPIs (figures 4 to 8 of the benchmark issue)."""
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import duckdb
+import psycopg
+import sqlglot
+
+from common import Figure, median_seconds
+from ecomm_assets import environment
+from ecomm_assets.definitions import defs
+from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse
+from ecomm_assets.lakehouse.pipeline_sql import pipeline_tables, read_files_call
+from ecomm_assets.metrics.project import DBT_EXECUTABLE, DBT_PROJECT_DIR
+from ecomm_assets.source import demo_data
+from ecomm_assets.source.embedded_server import EmbeddedPostgres
+
+REPO = environment.REPO_ROOT
+PYTHON = sys.executable
+ICT = ZoneInfo("Asia/Bangkok")
+DEMO_END = datetime(2026, 3, 31, tzinfo=ICT)  # 30 demo days: 2026-03-01 .. 2026-03-30
+log = logging.getLogger("bench")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _land_synthetic_day(landing_root: Path, day: str, order_items: int) -> None:
+    """Landing CSVs for one ingestion date, made by DuckDB: order_items lines over a third as
+    many orders, with customers and products to match, in the extract's CSV format."""
+    orders, customers, products = order_items // 3, max(order_items // 50, 10), max(order_items // 200, 10)
+    stamp = f"'{day} 01:00:00+00'"
+    tables = {
+        "customers": f"SELECT i AS customer_id, 'First' || i AS first_name, 'Last' || i AS last_name,"
+                     f" 'c' || i || '@example.com' AS email, 'Bangkok' AS city, 'Thailand' AS country,"
+                     f" {stamp} AS created_at, {stamp} AS updated_at FROM range(1, {customers} + 1) t(i)",
+        "products": f"SELECT i AS product_id, 'Product ' || i AS product_name, 'Category ' || (i % 8) AS category,"
+                    f" (i % 500) + 0.99 AS unit_price, {stamp} AS created_at, {stamp} AS updated_at"
+                    f" FROM range(1, {products} + 1) t(i)",
+        "orders": f"SELECT i AS order_id, 1 + i % {customers} AS customer_id,"
+                  f" '{day} 0' || (i % 10) || ':00:00+00' AS ordered_at,"
+                  f" ['pending', 'shipped', 'delivered', 'cancelled'][1 + i % 4] AS status, 'promptpay' AS payment_method,"
+                  f" {stamp} AS created_at, {stamp} AS updated_at FROM range(1, {orders} + 1) t(i)",
+        "order_items": f"SELECT i AS order_item_id, 1 + i % {orders} AS order_id, 1 + i % {products} AS product_id,"
+                       f" 1 + i % 4 AS quantity, (1 + i % 4) * 9.99 AS item_price, {stamp} AS created_at,"
+                       f" {stamp} AS updated_at FROM range(1, {order_items} + 1) t(i)",
+    }
+    with duckdb.connect() as db:
+        for table, select in tables.items():
+            folder = landing_root / table / f"ingestion_date={day}"
+            folder.mkdir(parents=True, exist_ok=True)
+            db.execute(f"COPY ({select}) TO '{folder / (table + '.csv')}' (HEADER, FORMAT csv)")
+
+
+def _direct_duckdb(database: Path, landing_root: Path, day: str) -> None:
+    """The pipeline's SQL run straight in DuckDB: Bronze from a plain read_csv, the DROP ROW
+    expectations as a WHERE clause; no rescue detection, no counts, no samples, no transaction."""
+    with duckdb.connect(str(database)) as db:
+        db.execute("SET TimeZone = 'UTC'")
+        for table in pipeline_tables():
+            db.execute(f"CREATE SCHEMA IF NOT EXISTS {table.layer}")
+            query = table.query.copy()
+            if table.landing_table:
+                csv = landing_root / table.landing_table / f"ingestion_date={day}" / f"{table.landing_table}.csv"
+                landed = sqlglot.parse_one(
+                    f"SELECT *, NULL::VARCHAR AS _rescued_data, {{'file_path': '{csv}'}} AS _metadata "
+                    f"FROM read_csv('{csv}', header = true, all_varchar = true)", read="duckdb")
+                read_files_call(query).parent.replace(landed.subquery("landed"))
+            keep = [sqlglot.parse_one(e.condition, read="databricks").sql("duckdb")
+                    for e in table.expectations if e.action == "drop"]
+            where = " AND ".join(f"coalesce(({c}), false)" for c in keep) or "true"
+            db.execute(f"CREATE TABLE {table.layer}.{table.table} AS "
+                       f"SELECT * FROM ({query.sql('duckdb')}) WHERE {where}")
+
+
+def lakehouse_figure(workdir: Path, order_items: int, runs: int) -> Figure:
+    """4. Bronze to Gold through the local engine against the same SQL run directly."""
+    day, landing = "2026-03-01", workdir / "lakehouse_landing"
+    _land_synthetic_day(landing, day, order_items)
+    database = workdir / "ecomm_dw.duckdb"
+    fresh = lambda: database.unlink(missing_ok=True)  # noqa: E731
+    engine = DuckDBLakehouse(database=str(database), landing_root=str(landing))
+    ours = median_seconds(lambda: engine.refresh(pipeline_tables(), [day], log), runs, fresh)
+    direct = median_seconds(lambda: _direct_duckdb(database, landing, day), runs, fresh)
+    return Figure(f"lakehouse: Bronze to Gold, {order_items:,} order items", "DuckDBLakehouse.refresh", ours,
+                  "same SQL straight in DuckDB", direct, "ratio <= 1.5", ours / direct <= 1.5, runs)
+
+
+class DemoShop:
+    """An embedded ecomm-db with 30 days of demo data, and pipeline homes to run it into."""
+
+    def __init__(self, workdir: Path, size: demo_data.DemoSize):
+        folder = Path(tempfile.mkdtemp(prefix="bench-pg-", dir=workdir))
+        folder.chmod(0o755)
+        self.server = EmbeddedPostgres(folder / "data", _free_port())
+        self.server.start()
+        self.server.create_source_schema()
+        with psycopg.connect(self.server.resource().conninfo()) as connection:
+            demo_data.generate(connection, DEMO_END - timedelta(days=30), DEMO_END, size)
+        self.days = [(DEMO_END - timedelta(days=30 - i)).date().isoformat() for i in range(30)]
+        self.workdir = workdir
+
+    def run(self, home: Path, first: str, last: str, selection: str = "*") -> None:
+        os.environ["ECOMM_HOME"] = str(home)  # dbt's profile reads it
+        result = dg.materialize(
+            defs.assets, selection=selection, resources=environment.local_resources(home, self.server.port),
+            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+        assert result.success
+
+    def fresh_home(self, name: str) -> Path:
+        home = self.workdir / name
+        shutil.rmtree(home, ignore_errors=True)
+        return home
+
+
+def backfill_figure(shop: DemoShop) -> Figure:
+    """5. 30 partitions of the whole graph: one single-run backfill against 30 runs."""
+    start = time.perf_counter()
+    shop.run(shop.fresh_home("single_run"), shop.days[0], shop.days[-1])
+    single = time.perf_counter() - start
+    home = shop.fresh_home("run_per_partition")
+    start = time.perf_counter()
+    for day in shop.days:
+        shop.run(home, day, day)
+    separate = time.perf_counter() - start
+    return Figure("backfill: 30 partitions of the whole graph", "one single-run backfill", single,
+                  "30 partition runs", separate, "ratio <= 0.2 (5x faster)", single / separate <= 0.2, 1)
+
+
+def _python_seconds(code: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([PYTHON, "-c", code], check=True, cwd=REPO)
+    return time.perf_counter() - start
+
+
+def startup_figure(runs: int) -> Figure:
+    """6. Loading the code location against importing dagster and dagster_dbt alone."""
+    ours = median_seconds(lambda: _python_seconds("import ecomm_assets.definitions"), runs)
+    bare = median_seconds(lambda: _python_seconds("import dagster, dagster_dbt"), runs)
+    return Figure("start-up: load the code location", "import ecomm_assets.definitions", ours,
+                  "import dagster, dagster_dbt", bare, "ratio <= 1.5", ours / bare <= 1.5, runs)
+
+
+def dbt_figure(shop: DemoShop, runs: int) -> Figure:
+    """7. One partition of the KPI models: a Dagster run against `dbt build` from the shell."""
+    home = shop.fresh_home("dbt")
+    shop.run(home, shop.days[-1], shop.days[-1])  # Gold in place, dbt's partial parse warm
+    last = shop.days[-1]
+    ours = median_seconds(lambda: shop.run(home, last, last, selection="group:metrics"), runs)
+    shell = median_seconds(lambda: subprocess.run(
+        [DBT_EXECUTABLE, "build", "--select", "fqn:*", "--target", "local", "--quiet"],
+        cwd=DBT_PROJECT_DIR, check=True, env={**os.environ, "ECOMM_HOME": str(home)}), runs)
+    return Figure("dbt: one partition of the KPI models", "Dagster run (dagster-dbt)", ours,
+                  "dbt build from the shell", shell, "ours - shell <= 2 s", ours - shell <= 2, runs,
+                  note=f"difference {ours - shell:+.2f} s")
+
+
+def fresh_clone_figures(workdir: Path) -> list[Figure]:
+    """8. `make run` on a fresh clone: install time, then the pipeline and where its time goes."""
+    clone = workdir / "clone"
+    shutil.rmtree(clone, ignore_errors=True)
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("ECOMM_HOME", "DAGSTER_HOME", "VIRTUAL_ENV")}
+    env["ECOMM_PG_PORT"] = str(_free_port())
+    timed = {}
+    for target in ("install", "manifest", "run"):
+        start = time.perf_counter()
+        subprocess.run(["make", target], cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
+        timed[target] = time.perf_counter() - start
+    steps = subprocess.run(
+        [str(clone / ".venv/bin/python"), "-c", _STEP_TIMES], cwd=clone, check=True, capture_output=True, text=True,
+        env={**env, "DAGSTER_HOME": str(clone / ".ecomm_home/dagster")}).stdout.split()
+    subprocess.run(["make", "clean"], cwd=clone, env=env, check=False, stdout=subprocess.DEVNULL)
+    run_total, extract, lakehouse, dbt = map(float, steps)
+    pipeline = timed["run"]
+    share = lambda s: f"{s:.1f} s ({100 * s / pipeline:.0f}%)"  # noqa: E731
+    note = (f"of `make run` {pipeline:.1f} s: extract {share(extract)}, DuckDB {share(lakehouse)}, "
+            f"dbt {share(dbt)}, Dagster run overhead {share(run_total - extract - lakehouse - dbt)}, "
+            f"outside the run (PostgreSQL start, seeding, CLI start-up, summary) {share(pipeline - run_total)}; "
+            f"dbt parse for the manifest {timed['manifest']:.1f} s")
+    return [Figure("fresh clone to KPIs", "make run (pipeline)", pipeline, "make install (venv + pip, warm cache)",
+                   timed["install"], "report", True, 1, note=note)]
+
+
+# Prints the wall time of the latest run and of its three steps, from the instance's run storage.
+_STEP_TIMES = """
+import dagster as dg
+instance = dg.DagsterInstance.get()
+run = instance.get_run_records(limit=1)[0]
+steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(run.dagster_run.run_id)}
+print(run.end_time - run.start_time, steps["landing_extracts"], steps["batch_ecomm_pipeline_tables"],
+      steps["kpi_models"])
+"""
+
+
+def run(workdir: Path, quick: bool = False) -> list[Figure]:
+    runs = 1 if quick else 3
+    figures = [lakehouse_figure(workdir, 30_000 if quick else 1_000_000, runs), startup_figure(runs if quick else 5)]
+    shop = DemoShop(workdir, demo_data.DemoSize(customers=100, products=50, orders=1_000) if quick else demo_data.DemoSize())
+    try:
+        figures += [backfill_figure(shop), dbt_figure(shop, runs)]
+    finally:
+        shop.server.stop()
+    if not quick:
+        figures += fresh_clone_figures(workdir)
+    return figures
