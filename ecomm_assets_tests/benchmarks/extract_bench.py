@@ -11,7 +11,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import psycopg
 import sqlalchemy
 from psycopg import sql
 
-from common import Figure, median_seconds
+from common import Figure, free_port, median_seconds
 from ecomm_assets.partitions import ingestion_date_partitions
 from ecomm_assets.source.embedded_server import EmbeddedPostgres, _postgres_bin_dir
 
@@ -62,12 +61,6 @@ with open(path, "wb") as out:
                                               datetime.fromisoformat(end), out)
 print(imported, peak())
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _window(day: str) -> tuple[datetime, datetime]:
@@ -239,7 +232,7 @@ def run(workdir: Path, quick: bool = False) -> list[Figure]:
     workdir.chmod(0o755)
     folder = Path(tempfile.mkdtemp(prefix="postgres-", dir=workdir))
     folder.chmod(0o755)
-    server = EmbeddedPostgres(folder / "data", _free_port())
+    server = EmbeddedPostgres(folder / "data", free_port())
     server.start()
     try:
         db = BenchDatabase(server)
