@@ -62,7 +62,7 @@ def prod_resources() -> dict:
     from ecomm_assets.extract.s3_landing_zone import S3LandingZone
     from ecomm_assets.lakehouse.databricks_engine import DatabricksLakehouse
 
-    env = _required("ECOMM_LANDING_BUCKET", "DATABRICKS_HOST", "ECOMM_DLT_PIPELINE_ID")
+    env = _required("ECOMM_LANDING_BUCKET", "DATABRICKS_HOST", "DATABRICKS_HTTP_PATH", "ECOMM_DLT_PIPELINE_ID")
     if os.getenv("ECOMM_PG_DSN"):
         source_db = SourceDatabase(dsn=dg.EnvVar("ECOMM_PG_DSN"))
     else:
@@ -75,17 +75,21 @@ def prod_resources() -> dict:
             password=dg.EnvVar("ECOMM_PG_PASSWORD"),
             sslmode=os.getenv("ECOMM_PG_SSLMODE", "require"),
         )
+    # AWS credentials come from boto3's usual chain (instance role, AWS_* variables).
+    landing_zone = S3LandingZone(
+        bucket=env["ECOMM_LANDING_BUCKET"],
+        s3=S3Resource(region_name=os.getenv("AWS_REGION"), endpoint_url=os.getenv("ECOMM_S3_ENDPOINT_URL")),
+    )
     return {
         "source_db": source_db,
-        # AWS credentials come from boto3's usual chain (instance role, AWS_* variables).
-        "landing_zone": S3LandingZone(
-            bucket=env["ECOMM_LANDING_BUCKET"],
-            s3=S3Resource(region_name=os.getenv("AWS_REGION"), endpoint_url=os.getenv("ECOMM_S3_ENDPOINT_URL")),
-        ),
+        "landing_zone": landing_zone,
         "lakehouse": DatabricksLakehouse(
             host=env["DATABRICKS_HOST"],
             token=dg.EnvVar("DATABRICKS_TOKEN"),
             pipeline_id=env["ECOMM_DLT_PIPELINE_ID"],
+            # /sql/1.0/warehouses/<id>, the warehouse dbt-databricks uses too
+            warehouse_id=env["DATABRICKS_HTTP_PATH"].rstrip("/").rsplit("/", 1)[-1],
+            landing_root=landing_zone.extracts_root,
         ),
         "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target="prod"),
     }

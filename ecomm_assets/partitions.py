@@ -9,3 +9,12 @@ import dagster as dg
 ingestion_date_partitions = dg.DailyPartitionsDefinition(
     start_date="2025-01-01", timezone="Asia/Bangkok"
 )
+
+
+def run_ingestion_dates(context: dg.AssetExecutionContext) -> list[str]:
+    """The ingestion dates of the run; a range that selects none (its first after its last) is an error."""
+    if not context.partition_keys:
+        selected = context.partition_key_range
+        raise dg.Failure(f"The partition range {selected.start}...{selected.end} selects no ingestion "
+                         "date: its first date must not come after its last.")
+    return context.partition_keys

@@ -24,6 +24,13 @@ DAYS = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05"]
 SMALL_SHOP = demo_data.DemoSize(customers=60, products=40, orders=400, invalid_orders=3, invalid_items=3)
 # Columns stamped with the time of the run; everything else must be reproducible.
 RUN_TIME_COLUMNS = {"_ingested_at", "_processed_at"}
+# Columns saying which landed file a row came from: they differ between two pipeline homes.
+LINEAGE_COLUMNS = {"_source_file", "_ingestion_date", "_rescued_data"}
+# What the business sees: every Silver, Gold and KPI table.
+SERVED_TABLES = ["silver.customers", "silver.products", "silver.orders", "silver.order_items",
+                 "silver.dim_customer", "silver.dim_product", "silver.dim_orders", "silver.fact_orders",
+                 "gold.sales_analytics", "gold.agg_daily_sales", "dbt_prod_metric.agg_sales_kpi",
+                 "dbt_prod_metric.agg_product_kpi", "dbt_prod_metric.agg_customer_kpi"]
 
 
 def _free_port() -> int:
@@ -70,15 +77,23 @@ class Pipeline:
         self.resources = environment.local_resources(home, postgres.port)
         self.assets = defs.assets
 
-    def materialize(self, first: str, last: str | None = None, selection: str = "*") -> dg.ExecuteInProcessResult:
-        """One run over the partition range first..last (a single-run backfill when they differ)."""
+    def materialize(self, first: str, last: str | None = None, selection: str = "*",
+                    raise_on_error: bool = True, **run_config) -> dg.ExecuteInProcessResult:
+        """One run over the partition range first..last (a single-run backfill when they differ);
+        ``run_config`` by op name, e.g. ``landing_extracts={"lookback_hours": 0}``."""
         tags = {"dagster/asset_partition_range_start": first,
                 "dagster/asset_partition_range_end": last or first}
         with pytest.MonkeyPatch.context() as env:
             env.setenv("ECOMM_HOME", str(self.home))  # dbt's profile reads it
-            result = dg.materialize(self.assets, selection=selection, resources=self.resources, tags=tags)
-        assert result.success
+            result = dg.materialize(self.assets, selection=selection, resources=self.resources, tags=tags,
+                                    raise_on_error=raise_on_error,
+                                    run_config={"ops": {op: {"config": c} for op, c in run_config.items()}})
+        assert result.success or not raise_on_error
         return result
+
+    def landed(self, table: str, day: str) -> Path:
+        """The landed file of ``table`` for the ingestion date ``day``."""
+        return self.home / "landing/ecomm_db_extracts/daily_extracts" / table / f"ingestion_date={day}" / f"{table}.csv"
 
     def rows(self, table: str, exclude: set[str] = frozenset()) -> list[tuple]:
         """Sorted content of a table, without the run-time stamps and the columns in ``exclude``."""
@@ -89,6 +104,10 @@ class Pipeline:
                 if c not in RUN_TIME_COLUMNS | exclude]
             assert columns, f"no table {table}"
             return sorted(db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall(), key=repr)
+
+    def served(self) -> dict[str, list[tuple]]:
+        """Every Silver, Gold and KPI table, without run-time stamps and file lineage."""
+        return {table: self.rows(table, exclude=LINEAGE_COLUMNS) for table in SERVED_TABLES}
 
 
 @pytest.fixture

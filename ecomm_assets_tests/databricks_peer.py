@@ -1,5 +1,6 @@
 """A loopback peer for databricks-sdk: a small HTTP server speaking the Pipelines API of one
-workspace that holds one pipeline. It records every request so tests assert on the wire."""
+workspace that holds one pipeline, and the SQL Statement Execution API of one warehouse. It records
+every request so tests assert on the wire."""
 
 import json
 import re
@@ -13,6 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 from ecomm_assets.lakehouse.databricks_engine import DatabricksLakehouse
 
 PIPELINE_ID = "8a1f3c2e-5b7d-4e9a-b0c1-d2e3f4a5b6c7"
+WAREHOUSE_ID = "5f2a9e0c7b3d1a44"
+LANDING_ROOT = "s3://ecomm-landing/ecomm_db_extracts/daily_extracts"
 TOKEN = "dapi0123456789abcdef-secret"
 FINAL = {"COMPLETED", "FAILED", "CANCELED"}
 PAGE_CAP = 4  # the server returns fewer events than max_results, as the API may
@@ -75,6 +78,9 @@ class PipelinesServer:
         self.updates: dict[str, Update] = {}
         self.queued: list[Update] = []  # what the next POST .../updates creates
         self.log: list[dict] = []  # the pipeline's event log
+        # What the warehouse answers to a statement: its rows, values as strings (none by default).
+        self.answer_sql = lambda statement: []
+        self.statements: dict[str, dict] = {}
         self._pages: dict[str, list[dict]] = {}
         self._lock = threading.Lock()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -89,8 +95,8 @@ class PipelinesServer:
         self._http.server_close()
 
     def engine(self, **settings) -> DatabricksLakehouse:
-        return DatabricksLakehouse(host=self.host, token=TOKEN, pipeline_id=PIPELINE_ID,
-                                   **{"poll_interval_seconds": 0.01, **settings})
+        return DatabricksLakehouse(host=self.host, token=TOKEN, pipeline_id=PIPELINE_ID, warehouse_id=WAREHOUSE_ID,
+                                   landing_root=LANDING_ROOT, **{"poll_interval_seconds": 0.01, **settings})
 
     def add_running_update(self, states: list[str]) -> Update:
         """An update some other run started earlier, still active."""
@@ -164,6 +170,29 @@ class PipelinesServer:
             answer["next_page_token"] = token
         return 200, answer
 
+    def execute_statement(self, body: dict) -> tuple[int, dict]:
+        """Accepted and still PENDING on the first answer, as a busy warehouse answers; the rows come
+        two per chunk, so that a reader must follow next_chunk_index."""
+        if body.get("warehouse_id") != WAREHOUSE_ID:
+            return 404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "No such warehouse."}
+        rows = self.answer_sql(body["statement"])
+        statement_id = str(uuid.uuid4())
+        self.statements[statement_id] = {"chunks": [rows[i:i + 2] for i in range(0, len(rows), 2)] or [[]]}
+        return 200, {"statement_id": statement_id, "status": {"state": "PENDING"}}
+
+    def get_statement(self, statement_id: str) -> tuple[int, dict]:
+        chunks = self.statements[statement_id]["chunks"]
+        return 200, {"statement_id": statement_id, "status": {"state": "SUCCEEDED"},
+                     "manifest": {"format": "JSON_ARRAY", "total_chunk_count": len(chunks)},
+                     "result": self._chunk(statement_id, 0)}
+
+    def _chunk(self, statement_id: str, index: int) -> dict:
+        chunks = self.statements[statement_id]["chunks"]
+        chunk = {"chunk_index": index, "row_offset": 2 * index, "data_array": chunks[index]}
+        if index + 1 < len(chunks):
+            chunk["next_chunk_index"] = index + 1
+        return chunk
+
     def _route(self, method: str, path: str, query: dict, body: dict) -> tuple[int, dict]:
         base = f"/api/2.0/pipelines/{PIPELINE_ID}"
         if method == "GET" and path == "/.well-known/databricks-config":
@@ -178,6 +207,12 @@ class PipelinesServer:
             return self.stop()
         if method == "GET" and path == f"{base}/events":
             return self.events(query)
+        if method == "POST" and path == "/api/2.0/sql/statements":
+            return self.execute_statement(body)
+        if method == "GET" and (m := re.fullmatch(r"/api/2.0/sql/statements/([\w-]+)", path)):
+            return self.get_statement(m[1])
+        if method == "GET" and (m := re.fullmatch(r"/api/2.0/sql/statements/([\w-]+)/result/chunks/(\d+)", path)):
+            return 200, self._chunk(m[1], int(m[2]))
         return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for '{method} {path}'"}
 
     def _handler(self):

@@ -11,15 +11,16 @@ EXPECTED_DEPS = {
     "landing/products": set(),
     "landing/orders": set(),
     "landing/order_items": set(),
-    "bronze/customers": {"landing/customers"},
-    "bronze/products": {"landing/products"},
-    "bronze/orders": {"landing/orders"},
-    "bronze/order_items": {"landing/order_items"},
-    "silver/dim_customer": {"bronze/customers"},
-    "silver/dim_product": {"bronze/products"},
-    "silver/dim_orders": {"bronze/orders"},
-    "silver/fact_orders": {"bronze/order_items", "silver/dim_orders", "silver/dim_customer",
-                           "silver/dim_product"},
+    **{f"bronze/{table}{suffix}": {f"landing/{table}"}
+       for table in ["customers", "products", "orders", "order_items"] for suffix in ["", "_keys"]},
+    **{f"silver/{table}": {f"bronze/{table}", f"bronze/{table}_keys"}
+       for table in ["customers", "products", "orders", "order_items"]},
+    "silver/source_reconciliation": {f"{layer}/{table}" for table in ["customers", "products", "orders", "order_items"]
+                                     for layer, table in [("bronze", f"{table}_keys"), ("silver", table)]},
+    "silver/dim_customer": {"silver/customers"},
+    "silver/dim_product": {"silver/products"},
+    "silver/dim_orders": {"silver/orders"},
+    "silver/fact_orders": {"silver/order_items", "silver/dim_orders", "silver/dim_customer", "silver/dim_product"},
     "gold/sales_analytics": {"silver/fact_orders", "silver/dim_orders", "silver/dim_customer",
                              "silver/dim_product"},
     "gold/agg_daily_sales": {"gold/sales_analytics"},
@@ -27,7 +28,8 @@ EXPECTED_DEPS = {
     "dbt_prod_metric/agg_product_kpi": {"gold/sales_analytics"},
     "dbt_prod_metric/agg_customer_kpi": {"gold/sales_analytics"},
 }
-# The DLT expectations, mirrored as asset checks.
+# The DLT expectations, mirrored as asset checks; and the landed-rows check of each table that
+# reads landed files, blocking.
 EXPECTED_EXPECTATION_CHECKS = {
     ("silver/dim_customer", "valid_id"),
     ("silver/dim_product", "valid_id"),
@@ -36,7 +38,10 @@ EXPECTED_EXPECTATION_CHECKS = {
     ("silver/dim_orders", "valid_status"),
     ("silver/fact_orders", "valid_id"),
     ("silver/fact_orders", "valid_price"),
+    ("silver/source_reconciliation", "in_sync"),
 }
+EXPECTED_MANIFEST_CHECKS = {(f"bronze/{table}{suffix}", "rows_match_manifest")
+                            for table in ["customers", "products", "orders", "order_items"] for suffix in ["", "_keys"]}
 
 graph = defs.resolve_asset_graph()
 
@@ -70,7 +75,10 @@ def test_every_asset_documents_itself():
 
 def test_each_dlt_expectation_is_an_asset_check():
     checks = {(check.asset_key.to_user_string(), check.name) for check in graph.asset_check_keys}
-    assert EXPECTED_EXPECTATION_CHECKS <= checks
+    assert EXPECTED_EXPECTATION_CHECKS | EXPECTED_MANIFEST_CHECKS <= checks
+    lakehouse_blocking = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys
+                          if graph.get_check_spec(key).blocking and key.asset_key.path[0] in ("bronze", "silver")}
+    assert lakehouse_blocking == EXPECTED_MANIFEST_CHECKS
     # dbt's tests arrive as checks too: the not_null tests on the Gold sources among them.
     assert ("gold/sales_analytics", "source_not_null_gold_sales_analytics_item_price") in checks
 

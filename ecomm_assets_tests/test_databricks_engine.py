@@ -16,7 +16,18 @@ import time
 import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError, raise_execution_interrupts
 
-from databricks_peer import PIPELINE_ID, TOKEN, PipelinesServer, Update, data_quality, event, flow_progress, iso
+from databricks_peer import (
+    LANDING_ROOT,
+    PIPELINE_ID,
+    TOKEN,
+    WAREHOUSE_ID,
+    PipelinesServer,
+    Update,
+    data_quality,
+    event,
+    flow_progress,
+    iso,
+)
 from ecomm_assets.lakehouse.engine import ExpectationResult, TableUpdate
 from ecomm_assets.lakehouse.pipeline_sql import pipeline_tables
 
@@ -113,6 +124,30 @@ def test_refresh_runs_one_update_of_the_selection_and_reads_its_metrics(server, 
     assert not server.calls("POST", r".*/stop")
     assert "silver.fact_orders: 1180 rows written, 6 dropped by expectations" in caplog.text
     assert TOKEN not in caplog.text
+
+
+def test_the_rows_bronze_holds_per_landed_file_are_counted_on_the_warehouse(server):
+    server.queued.append(Update(["RUNNING", "COMPLETED"], successful_update))
+    files = [f"{LANDING_ROOT}/orders/ingestion_date=2026-03-0{day}/orders.csv" for day in (4, 5)]
+    statements = []
+
+    def answer(statement):
+        statements.append(statement)
+        return [[files[0], "212"], [files[1], "213"], [f"{LANDING_ROOT}/orders/key_snapshot/orders.csv", "1"]]
+
+    server.answer_sql = answer
+
+    [update] = server.engine().refresh(selected("bronze.orders"), ["2026-03-04", "2026-03-05"], log)
+
+    assert statements == ["SELECT _source_file, count(*) FROM ecomm_dw.bronze.orders WHERE _ingestion_date "
+                          "IN (DATE'2026-03-04', DATE'2026-03-05') GROUP BY _source_file"]
+    assert update.rows_by_file == {"orders/ingestion_date=2026-03-04/orders.csv": 212,
+                                   "orders/ingestion_date=2026-03-05/orders.csv": 213,
+                                   "orders/key_snapshot/orders.csv": 1}
+    [execute] = server.calls("POST", "/api/2.0/sql/statements")
+    assert execute["body"]["warehouse_id"] == WAREHOUSE_ID
+    assert server.calls("GET", r"/api/2.0/sql/statements/[\w-]+")  # it was PENDING at first
+    assert server.calls("GET", r"/api/2.0/sql/statements/[\w-]+/result/chunks/1")
 
 
 def test_full_refresh_resets_the_selected_tables_only(server):

@@ -1,8 +1,12 @@
-"""The nightly extract: the partition's window on updated_at, streamed to the landing zone."""
+"""The nightly extract: one consistent snapshot of ecomm-db, streamed to the landing zone with a
+manifest."""
 
 import csv
 import io
+import json
+import logging
 import threading
+from datetime import datetime
 
 import psycopg
 import pytest
@@ -11,10 +15,13 @@ from ecomm_assets.extract.landing_zone import LocalLandingZone
 from ecomm_assets.partitions import ingestion_date_partitions
 from ecomm_assets.source.postgres import SourceDatabase
 
+log = logging.getLogger("test_extract")
+MIDNIGHT = datetime.fromisoformat("2026-03-03 00:00+07:00")
+
 
 @pytest.fixture
 def customers_at_midnight(postgres):
-    """Three customer changes around midnight of 2026-03-02 in Bangkok (17:00 UTC on 03-01)."""
+    """Four customer changes around midnight of 2026-03-02 in Bangkok (17:00 UTC on 03-01)."""
     postgres.create_source_schema()
     with postgres.resource().connect() as connection:
         for customer_id, updated_at in [(1, "2026-03-01 23:59:59.999999+07"),
@@ -27,15 +34,30 @@ def customers_at_midnight(postgres):
     return postgres
 
 
+def extract(server, query):
+    """Run ``query(snapshot, out)`` in a snapshot of ``server``; the CSV it wrote, as dicts."""
+    out = io.BytesIO()
+    with server.resource().snapshot(log, holder="test") as snapshot:
+        rows = query(snapshot, out)
+    extracted = list(csv.DictReader(io.StringIO(out.getvalue().decode())))
+    assert rows == len(extracted)
+    return extracted
+
+
 def test_a_partition_holds_exactly_the_rows_changed_on_that_bangkok_day(customers_at_midnight):
     window = ingestion_date_partitions.time_window_for_partition_key("2026-03-02")
-    out = io.BytesIO()
-    rows, size = customers_at_midnight.resource().copy_changed_rows("customers", window.start, window.end, out)
-
-    extracted = list(csv.DictReader(io.StringIO(out.getvalue().decode())))
-    assert (rows, size) == (2, len(out.getvalue()))
+    extracted = extract(customers_at_midnight,
+                        lambda snapshot, out: snapshot.copy_changed_rows("customers", window.start, window.end, out))
     assert [r["customer_id"] for r in extracted] == ["2", "3"]
     assert extracted[0]["updated_at"] == "2026-03-01 17:00:00+00"  # written in UTC
+
+
+def test_the_key_snapshot_holds_every_key_and_only_the_versions_due(customers_at_midnight):
+    extracted = extract(customers_at_midnight,
+                        lambda snapshot, out: snapshot.copy_key_versions("customers", MIDNIGHT, out))
+    assert [(r["customer_id"], r["updated_at"]) for r in extracted] == [
+        ("1", "2026-03-01 16:59:59.999999+00"), ("2", "2026-03-01 17:00:00+00"),
+        ("3", "2026-03-02 16:59:59.999999+00"), ("4", "")]  # changed at the window's end: not due yet
 
 
 def test_the_window_query_is_an_index_range_on_updated_at(customers_at_midnight):
@@ -47,27 +69,66 @@ def test_the_window_query_is_an_index_range_on_updated_at(customers_at_midnight)
     assert "customers_updated_at" in plan
 
 
+def test_a_commit_during_the_extract_is_in_none_of_its_reads(customers_at_midnight):
+    window = ingestion_date_partitions.time_window_for_partition_key("2026-03-02")
+    with customers_at_midnight.resource().snapshot(log, holder="test") as snapshot:
+        before = io.BytesIO()
+        snapshot.copy_changed_rows("customers", window.start, window.end, before)
+        with customers_at_midnight.resource().connect() as writer:
+            writer.execute("INSERT INTO customers VALUES (5, 'C', 'D', 'c@d.e', 'Hanoi', 'Vietnam', "
+                           "'2026-03-02 12:00+07', '2026-03-02 12:00+07')")
+        after, keys = io.BytesIO(), io.BytesIO()
+        snapshot.copy_changed_rows("customers", window.start, window.end, after)
+        snapshot.copy_key_versions("customers", MIDNIGHT, keys)
+    assert before.getvalue() == after.getvalue()
+    assert b"\n5," not in keys.getvalue()
+
+
+def test_an_extract_waits_for_the_one_before_it_and_says_which_run_holds_the_lock(postgres, caplog):
+    source = postgres.resource().model_copy(update={"lock_timeout_seconds": 2})
+    with source.snapshot(log, holder="run-A"):
+        with caplog.at_level(logging.INFO), pytest.raises(TimeoutError) as waited:
+            with source.snapshot(log, holder="run-B"):
+                pass
+    assert "ecomm_data_pipeline run run-A" in str(waited.value)
+    assert "ecomm_data_pipeline run run-A" in caplog.text and "Waiting for another extract" in caplog.text
+    with source.snapshot(log, holder="run-B"):  # the lock went with the first snapshot
+        pass
+
+
 def test_an_unknown_table_is_refused(postgres):
     with pytest.raises(ValueError, match="unknown source table 'payments'"):
-        postgres.resource().copy_changed_rows("payments", None, None, io.BytesIO())
+        extract(postgres, lambda snapshot, out: snapshot.copy_changed_rows("payments", None, None, out))
 
 
-def test_rewriting_a_partition_replaces_it_whole_and_a_failed_write_keeps_the_old_one(tmp_path):
+def test_landing_replaces_the_folder_whole_and_a_failed_write_keeps_the_old_one(tmp_path):
     zone = LocalLandingZone(root=str(tmp_path))
-    with zone.replace_partition("orders", "2026-03-02") as (out, uri):
-        out.write(b"order_id\n1\n2\n")
     folder = tmp_path / "ecomm_db_extracts/daily_extracts/orders/ingestion_date=2026-03-02"
-    assert uri == str(folder / "orders.csv")
-    (folder / "stray.csv").write_text("left by hand")
 
-    with pytest.raises(RuntimeError), zone.replace_partition("orders", "2026-03-02") as (out, _):
+    def write(*lines):
+        def to(out):
+            out.write(b"".join(lines))
+            return len(lines) - 1
+        return to
+
+    manifest = zone.land("orders/ingestion_date=2026-03-02", "orders.csv", write(b"order_id\n", b"1\n", b"2\n"),
+                         {"ingestion_date": "2026-03-02"})
+    assert manifest["files"]["orders.csv"]["rows"] == 2
+    assert json.loads((folder / "_manifest.json").read_text()) == manifest
+    (folder / "stray.csv").write_text("left by hand")
+    (folder / ".orders.csv.tmp").write_text("left by a killed extract")
+
+    def broken(out):
         out.write(b"order_id\n3\n")
         raise RuntimeError("connection lost mid-extract")
-    assert (folder / "orders.csv").read_bytes() == b"order_id\n1\n2\n"
 
-    with zone.replace_partition("orders", "2026-03-02") as (out, _):
-        out.write(b"order_id\n3\n")
-    assert [p.name for p in folder.iterdir()] == ["orders.csv"]
+    with pytest.raises(RuntimeError):
+        zone.land("orders/ingestion_date=2026-03-02", "orders.csv", broken, {})
+    assert (folder / "orders.csv").read_bytes() == b"order_id\n1\n2\n"
+    assert not (folder / "_manifest.json").exists()  # the old file stays, but is no longer vouched for
+
+    zone.land("orders/ingestion_date=2026-03-02", "orders.csv", write(b"order_id\n", b"3\n"), {})
+    assert sorted(p.name for p in folder.iterdir()) == ["_manifest.json", "orders.csv"]
     assert (folder / "orders.csv").read_bytes() == b"order_id\n3\n"
 
 

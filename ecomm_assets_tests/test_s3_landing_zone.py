@@ -32,26 +32,53 @@ def objects(landing: S3LandingZone) -> dict[str, bytes]:
     return {o["Key"]: client.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read() for o in listed}
 
 
+PARTITION = "ecomm_db_extracts/daily_extracts/orders/ingestion_date=2026-03-02"
+
+
+def writing(content: bytes):
+    def write(out):
+        out.write(content)
+        return content.count(b"\n") - 1
+    return write
+
+
 def test_a_partition_larger_than_a_part_streams_up_in_parts(landing):
     line = b"1,2,3,4,5,6,7,8,9,0\n"
-    with landing.replace_partition("order_items", "2026-03-02") as (out, uri):
-        for _ in range(12 * MiB // len(line)):  # 12 MiB in small writes: three 5 MiB parts at most
+    lines = 12 * MiB // len(line)  # 12 MiB in small writes: three 5 MiB parts at most
+
+    def write(out):
+        for _ in range(lines):
             out.write(line)
+        return lines
+
+    manifest = landing.land("order_items/ingestion_date=2026-03-02", "order_items.csv", write, {})
     key = "ecomm_db_extracts/daily_extracts/order_items/ingestion_date=2026-03-02/order_items.csv"
-    assert uri == f"s3://{BUCKET}/{key}"
     head = landing.s3.get_client().head_object(Bucket=BUCKET, Key=key, PartNumber=1)
     assert head["PartsCount"] == 3
-    assert objects(landing)[key] == line * (12 * MiB // len(line))
+    assert objects(landing)[key] == line * lines
+    assert manifest["files"]["order_items.csv"]["bytes"] == len(line) * lines
+    assert landing.read_manifest("order_items/ingestion_date=2026-03-02") == manifest
 
 
-def test_a_failed_upload_leaves_the_old_partition_and_no_pending_upload(landing):
-    with landing.replace_partition("orders", "2026-03-02") as (out, _):
-        out.write(b"order_id\n1\n")
-    with pytest.raises(ConnectionError), landing.replace_partition("orders", "2026-03-02") as (out, _):
+def test_a_failed_upload_leaves_the_old_file_unvouched_and_no_pending_upload(landing):
+    landing.land("orders/ingestion_date=2026-03-02", "orders.csv", writing(b"order_id\n1\n"), {})
+
+    def broken(out):
         out.write(b"order_id\n2\n")
         raise ConnectionError("source went away")
-    assert list(objects(landing).values()) == [b"order_id\n1\n"]
+
+    with pytest.raises(ConnectionError):
+        landing.land("orders/ingestion_date=2026-03-02", "orders.csv", broken, {})
+    assert objects(landing) == {f"{PARTITION}/orders.csv": b"order_id\n1\n"}  # and no manifest
     assert landing.s3.get_client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+
+
+def test_the_next_extract_aborts_the_upload_a_killed_one_left(landing):
+    client = landing.s3.get_client()
+    client.create_multipart_upload(Bucket=BUCKET, Key=f"{PARTITION}/orders.csv")  # killed mid-upload
+    landing.land("orders/ingestion_date=2026-03-02", "orders.csv", writing(b"order_id\n1\n"), {})
+    assert client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    assert sorted(objects(landing)) == [f"{PARTITION}/_manifest.json", f"{PARTITION}/orders.csv"]
 
 
 def test_the_extract_lands_one_object_per_partition_and_rerunning_replaces_it(shop, landing):
@@ -63,11 +90,15 @@ def test_the_extract_lands_one_object_per_partition_and_rerunning_replaces_it(sh
         result = dg.materialize([landing_extracts], partition_key=DAYS[1], resources=resources,
                                 selection=[dg.AssetKey(["landing", "orders"])])
 
-    key = "ecomm_db_extracts/daily_extracts/orders/ingestion_date=2026-03-02/orders.csv"
-    assert list(objects(landing)) == [key]
-    [(changed_that_day,)] = source_rows(shop, """SELECT count(*) FROM orders
-        WHERE updated_at >= '2026-03-02 00:00+07' AND updated_at < '2026-03-03 00:00+07'""")
-    assert objects(landing)[key].count(b"\n") == changed_that_day + 1  # and the header
+    key = f"{PARTITION}/orders.csv"
+    snapshot = "ecomm_db_extracts/daily_extracts/orders/key_snapshot"
+    assert sorted(objects(landing)) == [f"{PARTITION}/_manifest.json", key,
+                                        f"{snapshot}/_manifest.json", f"{snapshot}/orders.csv"]
+    [(changed_in_window,)] = source_rows(shop, """SELECT count(*) FROM orders
+        WHERE updated_at >= '2026-03-01 00:00+07' AND updated_at < '2026-03-03 00:00+07'""")
+    assert objects(landing)[key].count(b"\n") == changed_in_window + 1  # and the header
+    [(orders,)] = source_rows(shop, "SELECT count(*) FROM orders")
+    assert objects(landing)[f"{snapshot}/orders.csv"].count(b"\n") == orders + 1
     [materialization] = result.asset_materializations_for_node("landing_extracts")
-    assert materialization.metadata["path"].value == f"s3://{BUCKET}/{key}"
-    assert materialization.metadata["dagster/row_count"].value == changed_that_day
+    assert materialization.metadata["path"].value == f"s3://{BUCKET}/ecomm_db_extracts/daily_extracts/orders"
+    assert materialization.metadata["dagster/row_count"].value == changed_in_window

@@ -6,7 +6,7 @@ import pytest
 from dagster._serdes import serialize_value
 
 from conftest import DAYS
-from databricks_peer import TOKEN, PipelinesServer, Update, data_quality, flow_progress
+from databricks_peer import TOKEN, WAREHOUSE_ID, PipelinesServer, Update, data_quality, flow_progress
 from ecomm_assets import environment
 from ecomm_assets.definitions import defs
 
@@ -26,6 +26,7 @@ def prod_env(shop, s3_endpoint, monkeypatch):
             "ECOMM_LANDING_BUCKET": "landing-secrets-test", "ECOMM_S3_ENDPOINT_URL": s3_endpoint,
             "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIATESTKEY", "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
             "DATABRICKS_HOST": databricks.host, "DATABRICKS_TOKEN": TOKEN,
+            "DATABRICKS_HTTP_PATH": f"/sql/1.0/warehouses/{WAREHOUSE_ID}",
             "ECOMM_DLT_PIPELINE_ID": "8a1f3c2e-5b7d-4e9a-b0c1-d2e3f4a5b6c7",
         }.items():
             monkeypatch.setenv(name, value)
@@ -40,6 +41,15 @@ def stored_events(instance: dg.DagsterInstance, run_id: str) -> str:
 
 def test_no_secret_leaks_from_a_production_run(prod_env, capfd):
     resources, databricks = prod_env
+    landing = resources["landing_zone"]
+
+    def bronze_counts(statement: str) -> list[list[str]]:
+        """Bronze on the warehouse holds what the extract landed."""
+        assert "FROM ecomm_dw.bronze.orders WHERE _ingestion_date IN (DATE'2026-03-02')" in statement
+        [(name, landed)] = landing.read_manifest("orders/ingestion_date=2026-03-02")["files"].items()
+        return [[f"{landing.extracts_root}/orders/ingestion_date=2026-03-02/{name}", str(landed["rows"])]]
+
+    databricks.answer_sql = bronze_counts
     databricks.queued.append(Update(["RUNNING", "COMPLETED"], lambda update_id: [
         flow_progress(update_id, "ecomm_dw.bronze.orders", "RUNNING", metrics={"num_output_rows": 80}),
         flow_progress(update_id, "ecomm_dw.silver.dim_orders", "COMPLETED", metrics={"num_output_rows": 79},
@@ -51,7 +61,7 @@ def test_no_secret_leaks_from_a_production_run(prod_env, capfd):
                                 instance=instance)
         assert result.success
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-        assert checks == {"valid_id": True, "valid_status": False}
+        assert checks == {"rows_match_manifest": True, "valid_id": True, "valid_status": False}
         # the secrets did travel where they belong: the token to the Pipelines API
         assert databricks.requests[-1]["headers"]["Authorization"] == f"Bearer {TOKEN}"
         stored = stored_events(instance, result.run_id)

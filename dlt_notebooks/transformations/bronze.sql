@@ -1,5 +1,12 @@
--- Bronze: every landed CSV row, untyped, as Auto Loader reads it. Columns that are not in the
--- expected schema are kept in _rescued_data (schema evolution mode "rescue"), never dropped.
+-- Bronze: what landed, untyped, as Auto Loader reads it. Columns that are not in the expected
+-- schema are kept in _rescued_data (schema evolution mode "rescue"), never dropped.
+--
+-- bronze.<table>       every row of every landed partition file (ingestion_date=YYYY-MM-DD/<table>.csv,
+--                      nothing else: a copied folder such as ingestion_date=2026-11-20.bak is not read).
+-- bronze.<table>_keys  the key snapshot of the latest extract: every primary key in ecomm-db then,
+--                      with its updated_at, left empty where the change is newer than the windows
+--                      extracted so far. Silver drops the keys that are not in it (hard deletes) and
+--                      reconciles against it.
 
 CREATE OR REFRESH STREAMING TABLE bronze.customers
 COMMENT 'Raw customers rows as landed: one row per extracted version, all values as text.'
@@ -9,10 +16,23 @@ AS SELECT
   CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
   current_timestamp() AS _ingested_at
 FROM STREAM read_files(
-  '${landing_root}/customers/',
+  '${landing_root}/customers/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/customers.csv',
   format => 'csv',
   header => true,
   schema => 'customer_id STRING, first_name STRING, last_name STRING, email STRING, city STRING, country STRING, created_at STRING, updated_at STRING',
+  schemaEvolutionMode => 'rescue'
+);
+
+CREATE OR REFRESH MATERIALIZED VIEW bronze.customers_keys
+COMMENT 'Every customer_id in ecomm-db at the latest extract, with its updated_at (empty when that is newer than the extracted windows), as text.'
+AS SELECT
+  *,
+  _metadata.file_path AS _source_file
+FROM read_files(
+  '${landing_root}/customers/key_snapshot/customers.csv',
+  format => 'csv',
+  header => true,
+  schema => 'customer_id STRING, updated_at STRING',
   schemaEvolutionMode => 'rescue'
 );
 
@@ -24,10 +44,23 @@ AS SELECT
   CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
   current_timestamp() AS _ingested_at
 FROM STREAM read_files(
-  '${landing_root}/products/',
+  '${landing_root}/products/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/products.csv',
   format => 'csv',
   header => true,
   schema => 'product_id STRING, product_name STRING, category STRING, unit_price STRING, created_at STRING, updated_at STRING',
+  schemaEvolutionMode => 'rescue'
+);
+
+CREATE OR REFRESH MATERIALIZED VIEW bronze.products_keys
+COMMENT 'Every product_id in ecomm-db at the latest extract, with its updated_at (empty when that is newer than the extracted windows), as text.'
+AS SELECT
+  *,
+  _metadata.file_path AS _source_file
+FROM read_files(
+  '${landing_root}/products/key_snapshot/products.csv',
+  format => 'csv',
+  header => true,
+  schema => 'product_id STRING, updated_at STRING',
   schemaEvolutionMode => 'rescue'
 );
 
@@ -39,10 +72,23 @@ AS SELECT
   CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
   current_timestamp() AS _ingested_at
 FROM STREAM read_files(
-  '${landing_root}/orders/',
+  '${landing_root}/orders/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/orders.csv',
   format => 'csv',
   header => true,
   schema => 'order_id STRING, customer_id STRING, ordered_at STRING, status STRING, payment_method STRING, created_at STRING, updated_at STRING',
+  schemaEvolutionMode => 'rescue'
+);
+
+CREATE OR REFRESH MATERIALIZED VIEW bronze.orders_keys
+COMMENT 'Every order_id in ecomm-db at the latest extract, with its updated_at (empty when that is newer than the extracted windows), as text.'
+AS SELECT
+  *,
+  _metadata.file_path AS _source_file
+FROM read_files(
+  '${landing_root}/orders/key_snapshot/orders.csv',
+  format => 'csv',
+  header => true,
+  schema => 'order_id STRING, updated_at STRING',
   schemaEvolutionMode => 'rescue'
 );
 
@@ -54,9 +100,22 @@ AS SELECT
   CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
   current_timestamp() AS _ingested_at
 FROM STREAM read_files(
-  '${landing_root}/order_items/',
+  '${landing_root}/order_items/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/order_items.csv',
   format => 'csv',
   header => true,
   schema => 'order_item_id STRING, order_id STRING, product_id STRING, quantity STRING, item_price STRING, created_at STRING, updated_at STRING',
+  schemaEvolutionMode => 'rescue'
+);
+
+CREATE OR REFRESH MATERIALIZED VIEW bronze.order_items_keys
+COMMENT 'Every order_item_id in ecomm-db at the latest extract, with its updated_at (empty when that is newer than the extracted windows), as text.'
+AS SELECT
+  *,
+  _metadata.file_path AS _source_file
+FROM read_files(
+  '${landing_root}/order_items/key_snapshot/order_items.csv',
+  format => 'csv',
+  header => true,
+  schema => 'order_item_id STRING, updated_at STRING',
   schemaEvolutionMode => 'rescue'
 );

@@ -1,10 +1,14 @@
 """Landing assets: the nightly extract of each ecomm-db table into the landing zone."""
 
-import dagster as dg
+from datetime import timedelta
+from functools import partial
 
-from ecomm_assets.extract.landing_zone import LandingZone
-from ecomm_assets.partitions import ingestion_date_partitions
-from ecomm_assets.source.postgres import SourceDatabase, source_columns
+import dagster as dg
+from pydantic import Field
+
+from ecomm_assets.extract.landing_zone import LandingZone, data_file, key_snapshot_folder, partition_folder
+from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dates
+from ecomm_assets.source.postgres import SourceDatabase, SourceTable, source_tables
 
 TABLE_DESCRIPTIONS = {
     "customers": "Customer profiles (name, email, city, country) changed on the ingestion date.",
@@ -14,54 +18,86 @@ TABLE_DESCRIPTIONS = {
 }
 
 
-def _landing_spec(table: str) -> dg.AssetSpec:
+class ExtractConfig(dg.Config):
+    lookback_hours: int = Field(
+        default=24, ge=0,
+        description="Each partition also re-extracts the rows whose updated_at falls this long before "
+                    "its day: a change committed late (a transaction open across the extract, a "
+                    "back-dated updated_at) is picked up by the next partition within this lookback.")
+
+
+def _landing_spec(table: SourceTable) -> dg.AssetSpec:
     return dg.AssetSpec(
-        key=["landing", table],
-        description=f"CSV extract of ecomm-db `public.{table}`: {TABLE_DESCRIPTIONS[table]} "
-        "One file per ingestion date, rows with updated_at on that day in Asia/Bangkok.",
+        key=["landing", table.name],
+        description=f"CSV extract of ecomm-db `public.{table.name}`: {TABLE_DESCRIPTIONS[table.name]} "
+        "One file per ingestion date holding the rows with updated_at on that day in Asia/Bangkok and "
+        "in the lookback before it, a manifest beside it, and a snapshot of every "
+        f"`{table.primary_key}` with its updated_at (for deletes and reconciliation).",
         group_name="landing",
         kinds={"postgres", "csv"},
         skippable=True,
         metadata={
             "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(name, type) for name, type in source_columns()[table]]
+                columns=[dg.TableColumn(name, type) for name, type in table.columns]
             ),
         },
     )
 
 
 @dg.multi_asset(
-    specs=[_landing_spec(table) for table in source_columns()],
+    specs=[_landing_spec(table) for table in source_tables().values()],
     partitions_def=ingestion_date_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     can_subset=True,
 )
 def landing_extracts(
-    context: dg.AssetExecutionContext, source_db: SourceDatabase, landing_zone: LandingZone
+    context: dg.AssetExecutionContext, config: ExtractConfig, source_db: SourceDatabase,
+    landing_zone: LandingZone,
 ):
-    """Stream each selected table's changed rows, one CSV per partition, with PostgreSQL COPY."""
-    for asset_key in sorted(context.selected_asset_keys):
-        table = asset_key.path[-1]
-        per_partition = []
-        for partition_key in context.partition_keys:
-            window = ingestion_date_partitions.time_window_for_partition_key(partition_key)
-            with landing_zone.replace_partition(table, partition_key) as (out, uri):
-                rows, size = source_db.copy_changed_rows(table, window.start, window.end, out)
-            per_partition.append({"ingestion_date": partition_key, "rows": rows, "bytes": size,
-                                  "updated_at_from": window.start.isoformat(),
-                                  "updated_at_to": window.end.isoformat(), "path": uri})
-            context.log.info(f"{table} {partition_key}: {rows} rows, {size} bytes -> {uri}")
-        yield dg.MaterializeResult(
-            asset_key=asset_key,
-            metadata={
-                "dagster/row_count": sum(p["rows"] for p in per_partition),
-                "bytes": sum(p["bytes"] for p in per_partition),
-                "updated_at_from": per_partition[0]["updated_at_from"],
-                "updated_at_to": per_partition[-1]["updated_at_to"],
-                "path": dg.MetadataValue.path(
-                    per_partition[0]["path"] if len(per_partition) == 1
-                    else f"{landing_zone.extracts_root}/{table}"
-                ),
-                "partitions": dg.MetadataValue.json(per_partition),
-            },
-        )
+    """Land each selected table's changed rows for the run's ingestion dates, and its key snapshot,
+    all read from one snapshot of ecomm-db."""
+    dates = run_ingestion_dates(context)
+    tables = sorted(key.path[-1] for key in context.selected_asset_keys)
+    lookback = timedelta(hours=config.lookback_hours)
+    due_before = ingestion_date_partitions.time_window_for_partition_key(dates[-1]).end
+    with source_db.snapshot(context.log, holder=context.run.run_id) as snapshot:
+        extract = {"snapshot_at": snapshot.taken_at.isoformat(), "dagster_run_id": context.run.run_id}
+        # The key snapshots land before the rows: a key snapshot newer than the rows beside it can
+        # only remove keys that were deleted, while an older one would remove rows inserted since.
+        key_snapshots = {
+            table: landing_zone.land(
+                key_snapshot_folder(table), data_file(table),
+                partial(snapshot.copy_key_versions, table, due_before),
+                {**extract, "table": table, "versions_before": due_before.isoformat()})
+            for table in tables
+        }
+        for table in tables:
+            landed = []
+            for date in dates:
+                window = ingestion_date_partitions.time_window_for_partition_key(date)
+                start = window.start - lookback
+                manifest = landing_zone.land(
+                    partition_folder(table, date), data_file(table),
+                    partial(snapshot.copy_changed_rows, table, start, window.end),
+                    {**extract, "table": table, "ingestion_date": date, "lookback_hours": config.lookback_hours,
+                     "updated_at_from": start.isoformat(), "updated_at_to": window.end.isoformat()})
+                [(name, file)] = manifest["files"].items()
+                landed.append({"ingestion_date": date, "rows": file["rows"], "bytes": file["bytes"],
+                               "sha256": file["sha256"], "updated_at_from": manifest["updated_at_from"],
+                               "updated_at_to": manifest["updated_at_to"]})
+                context.log.info(f"{table} {date}: {file['rows']} rows, {file['bytes']} bytes -> "
+                                 f"{landing_zone.uri(partition_folder(table, date))}/{name}")
+            [keys] = key_snapshots[table]["files"].values()
+            yield dg.MaterializeResult(
+                asset_key=["landing", table],
+                metadata={
+                    "dagster/row_count": sum(p["rows"] for p in landed),
+                    "bytes": sum(p["bytes"] for p in landed),
+                    "snapshot_at": snapshot.taken_at.isoformat(),
+                    "updated_at_from": landed[0]["updated_at_from"],
+                    "updated_at_to": landed[-1]["updated_at_to"],
+                    "keys_in_source": keys["rows"],
+                    "path": dg.MetadataValue.path(landing_zone.uri(table)),
+                    "partitions": dg.MetadataValue.json(landed),
+                },
+            )

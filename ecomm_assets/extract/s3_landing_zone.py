@@ -7,7 +7,7 @@ from typing import Any, BinaryIO
 
 from dagster_aws.s3 import S3Resource
 
-from ecomm_assets.extract.landing_zone import EXTRACTS_PREFIX, LandingZone, partition_prefix
+from ecomm_assets.extract.landing_zone import EXTRACTS_PREFIX, LandingZone
 
 
 class _MultipartUpload(io.RawIOBase):
@@ -48,8 +48,7 @@ class _MultipartUpload(io.RawIOBase):
 class S3LandingZone(LandingZone):
     """``s3://<bucket>/ecomm_db_extracts/daily_extracts/...``, written with multipart uploads.
 
-    The object appears only when its upload completes, so readers see the old CSV or the new one;
-    anything else under the partition's prefix is deleted afterwards.
+    An object appears only when its upload completes, so readers see the old CSV or the new one.
     """
 
     bucket: str
@@ -60,19 +59,42 @@ class S3LandingZone(LandingZone):
     def extracts_root(self) -> str:
         return f"s3://{self.bucket}/{EXTRACTS_PREFIX}"
 
+    def uri(self, key: str) -> str:
+        return f"{self.extracts_root}/{key}"
+
     @contextmanager
-    def replace_partition(self, table: str, ingestion_date: str) -> Iterator[tuple[BinaryIO, str]]:
-        client = self.s3.get_client()
-        prefix = partition_prefix(table, ingestion_date)
-        key = f"{prefix}/{table}.csv"
-        upload = _MultipartUpload(client, self.bucket, key, self.part_size_bytes)
+    def _write_atomically(self, key: str) -> Iterator[BinaryIO]:
+        upload = _MultipartUpload(self.s3.get_client(), self.bucket, f"{EXTRACTS_PREFIX}/{key}",
+                                  self.part_size_bytes)
         try:
-            yield upload, f"s3://{self.bucket}/{key}"
+            yield upload
             upload.complete()
         except BaseException:
             upload.abort()
             raise
-        listed = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{prefix}/")
-        strays = [{"Key": o["Key"]} for page in listed for o in page.get("Contents", []) if o["Key"] != key]
+
+    def _put(self, key: str, content: bytes) -> None:
+        self.s3.get_client().put_object(Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}", Body=content)
+
+    def _get(self, key: str) -> bytes | None:
+        client = self.s3.get_client()
+        try:
+            return client.get_object(Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}")["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+
+    def _delete(self, key: str) -> None:
+        self.s3.get_client().delete_object(Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}")
+
+    def _remove_all_but(self, folder: str, keep: set[str]) -> None:
+        # Extracts hold ecomm-db's extract lock while they write: an unfinished upload here was
+        # left by a killed extract.
+        client, prefix = self.s3.get_client(), f"{EXTRACTS_PREFIX}/{folder}/"
+        kept = {prefix + name for name in keep}
+        listed = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        strays = [{"Key": o["Key"]} for page in listed for o in page.get("Contents", []) if o["Key"] not in kept]
         if strays:
             client.delete_objects(Bucket=self.bucket, Delete={"Objects": strays})
+        uploads = client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
+        for upload in (u for page in uploads for u in page.get("Uploads", [])):
+            client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])

@@ -4,13 +4,16 @@ through databricks-sdk.
 A refresh starts one pipeline update for the selected tables, polls it to a final state, then
 reads the update's events for the rows written and each expectation's passed and failed records.
 The SDK's ``PipelineEvent`` model drops the ``details`` field that carries those metrics, so the
-events endpoint is called through ``api_client.do``.
+events endpoint is called through ``api_client.do``. For the tables that read landed files it then
+counts, on a SQL warehouse, the rows each holds per landed file: Bronze's own count, which the
+``rows_match_manifest`` check holds against the extract's manifests.
 """
 
 import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -18,9 +21,10 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import ResourceConflict
 from databricks.sdk.service.pipelines import UpdateInfo
+from databricks.sdk.service.sql import StatementResponse, StatementState
 
 from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate
-from ecomm_assets.lakehouse.pipeline_sql import PipelineTable
+from ecomm_assets.lakehouse.pipeline_sql import SOURCE_FILE, PipelineTable
 
 _FINAL_STATES = {"COMPLETED", "FAILED", "CANCELED"}
 _EVENTS_PAGE_SIZE = 250  # the endpoint takes up to 1000 and may return fewer
@@ -32,6 +36,8 @@ class DatabricksLakehouse(LakehouseEngine):
     host: str  # https://<workspace>.cloud.databricks.com
     token: str  # a personal access token, through dg.EnvVar; never logged
     pipeline_id: str
+    warehouse_id: str  # the SQL warehouse that counts the landed rows in Bronze
+    landing_root: str  # s3://<bucket>/ecomm_db_extracts/daily_extracts, the pipeline's landing_root
     catalog: str = "ecomm_dw"  # the Unity Catalog the pipeline publishes to
     poll_interval_seconds: float = 10
     timeout_seconds: float = 3 * 3600  # for the whole refresh, waiting for a busy pipeline included
@@ -71,7 +77,37 @@ class DatabricksLakehouse(LakehouseEngine):
             )
         if update.state.value == "CANCELED":
             raise RuntimeError(f"Update {update_id} of pipeline {self.pipeline_id} was canceled.")
-        return _table_updates(tables, events, log)
+        return [
+            replace(table_update, rows_by_file=self._rows_by_file(
+                workspace, table, [] if full_refresh else ingestion_dates, deadline))
+            if table.landing_files else table_update
+            for table, table_update in zip(tables, _table_updates(tables, events, log))
+        ]
+
+    def _rows_by_file(self, workspace: WorkspaceClient, table: PipelineTable, ingestion_dates: Sequence[str],
+                      deadline: float) -> dict[str, int]:
+        """Rows ``table`` holds per landed file, for ``ingestion_dates`` (every date if none)."""
+        dates = ", ".join(f"DATE'{date}'" for date in ingestion_dates)
+        where = f" WHERE _ingestion_date IN ({dates})" if table.kind == "streaming table" and dates else ""
+        rows = self._query(workspace, f"SELECT {SOURCE_FILE}, count(*) FROM {self.catalog}.{table.name}"
+                                      f"{where} GROUP BY {SOURCE_FILE}", deadline)
+        return {uri.removeprefix(self.landing_root.rstrip("/") + "/"): int(count) for uri, count in rows}
+
+    def _query(self, workspace: WorkspaceClient, statement: str, deadline: float) -> list[list[str]]:
+        """Run ``statement`` on the SQL warehouse and return its rows (values as strings)."""
+        response = workspace.statement_execution.execute_statement(
+            statement, self.warehouse_id, wait_timeout="30s")
+        while response.status.state in (StatementState.PENDING, StatementState.RUNNING):
+            if time.monotonic() >= deadline:
+                workspace.statement_execution.cancel_execution(response.statement_id)
+                raise TimeoutError(f"Statement on warehouse {self.warehouse_id} still running after "
+                                   f"{self.timeout_seconds}s: {statement}")
+            self._sleep(deadline)
+            response = workspace.statement_execution.get_statement(response.statement_id)
+        if response.status.state != StatementState.SUCCEEDED:
+            error = response.status.error.message if response.status.error else response.status.state.value
+            raise RuntimeError(f"Statement on warehouse {self.warehouse_id} failed: {error}\n{statement}")
+        return _all_rows(workspace, response)
 
     def _start(self, workspace: WorkspaceClient, selection: list[str], full_refresh: bool,
                deadline: float, log: dg.DagsterLogManager) -> str:
@@ -148,6 +184,17 @@ class DatabricksLakehouse(LakehouseEngine):
             if not page.get("next_page_token"):
                 return sorted(events, key=lambda e: e.get("timestamp", ""))
             query = {"page_token": page["next_page_token"], "max_results": _EVENTS_PAGE_SIZE}
+
+
+def _all_rows(workspace: WorkspaceClient, response: StatementResponse) -> list[list[str]]:
+    """Every row of a finished statement, chunk after chunk."""
+    rows, chunk = [], response.result
+    while chunk is not None:
+        rows += chunk.data_array or []
+        chunk = (workspace.statement_execution.get_statement_result_chunk_n(response.statement_id,
+                                                                            chunk.next_chunk_index)
+                 if chunk.next_chunk_index is not None else None)
+    return rows
 
 
 def _error_messages(events: list[dict]) -> str:

@@ -1,25 +1,39 @@
 """The local lakehouse: a DuckDB file that executes the DLT pipeline's own SQL.
 
 sqlglot transpiles each query from Databricks SQL to DuckDB. Two things DLT does are done here by
-hand: Auto Loader's ``read_files`` (CSV files of the requested ingestion dates, every value as
-text, columns outside the declared schema rescued into ``_rescued_data`` as JSON) and the
-expectations (failures counted per expectation, then dropped, kept or the update failed).
-A refresh is one transaction: it lands whole or not at all.
+hand: Auto Loader's ``read_files`` (the landed CSV files its path selects, every value as text,
+columns outside the declared schema rescued into ``_rescued_data`` as JSON) and the expectations
+(failures counted per expectation, then dropped, kept or the update failed). A file is read only
+if it matches its manifest (bytes and sha256), and a refresh fails, naming the file, if the rows
+it holds from a file are not the rows the manifest counted. A refresh is one transaction: it
+lands whole or not at all.
+
+DuckDB admits one writing process per file. Writers take the lakehouse's writer lock (an OS
+file lock the kernel drops when its holder dies, so a killed run never blocks the next one).
 """
 
 import csv
-from collections.abc import Sequence
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 from sqlglot import exp
 
-from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate
+from ecomm_assets.extract.landing_zone import MANIFEST
+from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, LandedFileError, TableUpdate
 from ecomm_assets.lakehouse.pipeline_sql import (
     DIALECT,
     FILE_METADATA,
     RESCUED_DATA,
+    SOURCE_FILE,
     PipelineTable,
     read_files_call,
     read_files_options,
@@ -37,10 +51,35 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def to_duckdb(query: exp.Expression) -> str:
+    """The query in DuckDB's dialect.
+
+    A Databricks TIMESTAMP is an instant: DuckDB's TIMESTAMPTZ. sqlglot parses
+    ``from_utc_timestamp(ts, tz)`` into ``CAST(ts AS TIMESTAMP) AT TIME ZONE tz`` with a naive
+    TIMESTAMP, which DuckDB reads as a wall time *in* tz and shifts the wrong way; cast to
+    TIMESTAMPTZ instead, whatever the session time zone.
+    """
+    query = query.copy()
+    for at_zone in query.find_all(exp.AtTimeZone):
+        cast = at_zone.this
+        if isinstance(cast, exp.Cast) and cast.to.this == exp.DataType.Type.TIMESTAMP:
+            cast.set("to", exp.DataType.build("TIMESTAMPTZ"))
+    return query.sql("duckdb")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _landed_file_relation(path: Path, schema: list[str]) -> str:
     """One CSV file as read_files() in rescue mode reads it: the schema's columns as text and the
-    others in ``_rescued_data``."""
-    with path.open(newline="") as f:
+    others in ``_rescued_data``. A quoted empty string stays an empty string; only an empty field
+    is NULL (as PostgreSQL's COPY writes them)."""
+    with path.open(newline="", encoding="utf-8") as f:
         header = next(csv.reader(f), [])
     extras = [c for c in header if c not in schema]
     columns = [_ident(c) if c in header else f"NULL::VARCHAR AS {_ident(c)}" for c in schema]
@@ -54,7 +93,8 @@ def _landed_file_relation(path: Path, schema: list[str]) -> str:
     return (
         f"SELECT {', '.join(columns)}, {rescued} AS {RESCUED_DATA}, "
         f"{{'file_path': {_quote(str(path))}}} AS {FILE_METADATA} "
-        f"FROM read_csv({_quote(str(path))}, header = true, columns = {all_columns})"
+        f"FROM read_csv({_quote(str(path))}, header = true, delim = ',', quote = '\"', escape = '\"', "
+        f"columns = {all_columns}, allow_quoted_nulls = false, strict_mode = true)"
     )
 
 
@@ -63,6 +103,39 @@ class DuckDBLakehouse(LakehouseEngine):
 
     database: str
     landing_root: str  # the landing zone's ecomm_db_extracts/daily_extracts folder
+    writer_lock_timeout_seconds: float = 3600
+
+    @contextmanager
+    def writing(self, log: dg.DagsterLogManager, holder: str) -> Iterator[None]:
+        """Hold the writer lock of the lakehouse file. While another process holds it, say at INFO
+        which run does, every minute, and give up after ``writer_lock_timeout_seconds``."""
+        lock_path = Path(self.database).with_suffix(".writer.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a+") as lock:
+            started, told = time.monotonic(), None
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waited = time.monotonic() - started
+                    lock.seek(0)
+                    current = lock.read().strip() or "another process"
+                    if waited >= self.writer_lock_timeout_seconds:
+                        raise TimeoutError(
+                            f"Gave up after {waited:.0f} s waiting for the lakehouse file {self.database}, "
+                            f"which {current} is writing. A dead process cannot hold it (the lock goes "
+                            "with its holder): that writer is alive; let it finish or terminate its run.")
+                    if told is None or time.monotonic() - told >= 60:
+                        log.info(f"Waiting for the lakehouse file {self.database}: {current} is writing to "
+                                 f"it (waited {waited:.0f} s of at most {self.writer_lock_timeout_seconds:.0f} s).")
+                        told = time.monotonic()
+                    time.sleep(0.2)
+            lock.truncate(0)
+            lock.write(f"{holder} (pid {os.getpid()}, "
+                       f"since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC)")
+            lock.flush()
+            yield
 
     def refresh(
         self,
@@ -78,11 +151,11 @@ class DuckDBLakehouse(LakehouseEngine):
             updates = []
             for table in tables:
                 connection.execute(f"CREATE SCHEMA IF NOT EXISTS {table.layer}")
-                if table.landing_table and full_refresh:
-                    connection.execute(f"DROP TABLE IF EXISTS {table.layer}.{table.table}")
-                    updates.append(self._ingest(connection, table, self._landed_dates(table)))
-                elif table.landing_table:
-                    updates.append(self._ingest(connection, table, ingestion_dates))
+                if table.kind == "streaming table":
+                    if full_refresh:
+                        connection.execute(f"DROP TABLE IF EXISTS {table.name}")
+                    dates = self._landed_dates(table) if full_refresh else ingestion_dates
+                    updates.append(self._ingest(connection, table, dates))
                 else:
                     updates.append(self._recompute(connection, table))
                 log.info(f"{table.name}: {updates[-1].row_count} rows")
@@ -95,47 +168,91 @@ class DuckDBLakehouse(LakehouseEngine):
             [table.layer, table.table],
         ).fetchone()[0])
 
-    def _landed_dates(self, table: PipelineTable) -> list[str]:
-        folder = Path(self.landing_root) / table.landing_table
-        return sorted(p.name.split("=", 1)[1] for p in folder.glob("ingestion_date=*"))
+    def _files(self, table: PipelineTable) -> list[Path]:
+        """The landed files the table's read_files() path selects."""
+        return sorted(Path(self.landing_root).glob(table.landing_files))
 
-    def _ingest(self, connection, table: PipelineTable, ingestion_dates: Sequence[str]) -> TableUpdate:
-        """Streaming table: replace the rows of the given ingestion dates with their landed files."""
+    def _landed_dates(self, table: PipelineTable) -> list[str]:
+        return sorted(path.parent.name.split("=", 1)[1] for path in self._files(table))
+
+    def _landed(self, table: PipelineTable, files: Sequence[Path]) -> str:
+        """The query of ``table`` over ``files`` (read_files replaced by them), once each file is
+        checked against its manifest."""
         call = read_files_call(table.query)
         if read_files_options(call)[1].get("format", "").lower() != "csv":
             raise ValueError(f"{table.name}: the local engine reads CSV landing files only")
+        for path in files:
+            self._verify(path)
         schema = list(read_files_schema(call))
-        folder = Path(self.landing_root) / table.landing_table
-        files = [folder / f"ingestion_date={date}" / f"{table.landing_table}.csv" for date in ingestion_dates]
-        missing = [str(f) for f in files if not f.exists()]
-        if missing:
-            raise FileNotFoundError(f"{table.name}: no landed file for {missing}; run the extract first")
         landed = " UNION ALL BY NAME ".join(_landed_file_relation(f, schema) for f in files)
-
         query = table.query.copy()
         read_files_call(query).parent.replace(exp.to_table("landed"))
         for star in query.selects:
             if isinstance(star, exp.Star):
                 star.set("except_", [exp.column(FILE_METADATA)])
-        select = f"WITH landed AS ({landed}) {query.sql('duckdb')}"
-        target = f"{table.layer}.{table.table}"
+        return f"WITH landed AS ({landed}) {to_duckdb(query)}"
+
+    def _verify(self, path: Path) -> None:
+        """Refuse a file its manifest does not describe byte for byte."""
+        relative = path.relative_to(self.landing_root)
+        manifest_path = path.with_name(MANIFEST)
+        if not manifest_path.exists():
+            raise LandedFileError(f"{relative} has no manifest beside it: its extract did not finish. "
+                                  "Re-run the extract of that partition.")
+        described = json.loads(manifest_path.read_text())["files"].get(path.name)
+        actual = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        if described is None or {k: described[k] for k in actual} != actual:
+            raise LandedFileError(
+                f"{relative} does not match its manifest ({described} expected, {actual} found): "
+                "it was changed after the extract wrote it. Re-run the extract of that partition.")
+
+    def _rows_by_file(self, connection, table: PipelineTable, files: Sequence[Path]) -> dict[str, int]:
+        """Rows the table holds from each of ``files``, checked against their manifests."""
+        held = dict(connection.execute(
+            f"SELECT {SOURCE_FILE}, count(*) FROM {table.name} WHERE {SOURCE_FILE} IN "
+            f"({', '.join(_quote(str(f)) for f in files)}) GROUP BY ALL").fetchall())
+        rows = {}
+        for path in files:
+            expected = json.loads(path.with_name(MANIFEST).read_text())["files"][path.name]["rows"]
+            rows[str(path.relative_to(self.landing_root))] = held.get(str(path), 0)
+            if held.get(str(path), 0) != expected:
+                raise LandedFileError(
+                    f"{table.name} read {held.get(str(path), 0)} rows from {path.relative_to(self.landing_root)}, "
+                    f"its manifest counts {expected}: the file is not what the extract wrote.")
+        return rows
+
+    def _ingest(self, connection, table: PipelineTable, ingestion_dates: Sequence[str]) -> TableUpdate:
+        """Streaming table: replace the rows of the given ingestion dates with their landed files."""
+        by_date = {path.parent.name.split("=", 1)[1]: path for path in self._files(table)}
+        missing = [d for d in ingestion_dates if d not in by_date]
+        if missing:
+            raise FileNotFoundError(
+                f"{table.name}: no landed file for ingestion date(s) {missing} under "
+                f"{Path(self.landing_root) / table.landing_table}; run the extract first")
+        files = [by_date[d] for d in ingestion_dates]
+        select = self._landed(table, files)
         if self._exists(connection, table):
             dates = ", ".join(f"DATE {_quote(d)}" for d in ingestion_dates)
-            connection.execute(f"DELETE FROM {target} WHERE _ingestion_date IN ({dates})")
-            connection.execute(f"INSERT INTO {target} BY NAME {select}")
+            connection.execute(f"DELETE FROM {table.name} WHERE _ingestion_date IN ({dates})")
+            connection.execute(f"INSERT INTO {table.name} BY NAME {select}")
         else:
-            connection.execute(f"CREATE TABLE {target} AS {select}")
-        return TableUpdate(table.name, connection.execute(f"SELECT count(*) FROM {target}").fetchone()[0])
+            connection.execute(f"CREATE TABLE {table.name} AS {select}")
+        return TableUpdate(table.name, self._count(connection, table),
+                           rows_by_file=self._rows_by_file(connection, table, files))
 
     def _recompute(self, connection, table: PipelineTable) -> TableUpdate:
         """Materialized view: recompute, then apply the expectations, all counted in one scan."""
-        target = f"{table.layer}.{table.table}"
+        files = self._files(table) if table.landing_files else []
+        if table.landing_files and not files:
+            raise FileNotFoundError(f"{table.name}: nothing landed at {table.landing_files}; run the extract first")
+        select = self._landed(table, files) if files else to_duckdb(table.query)
         if not table.expectations:
-            connection.execute(f"CREATE OR REPLACE TABLE {target} AS {table.query.sql('duckdb')}")
-            return TableUpdate(table.name, connection.execute(f"SELECT count(*) FROM {target}").fetchone()[0])
+            connection.execute(f"CREATE OR REPLACE TABLE {table.name} AS {select}")
+            rows_by_file = self._rows_by_file(connection, table, files) if files else {}
+            return TableUpdate(table.name, self._count(connection, table), rows_by_file=rows_by_file)
 
-        connection.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS {table.query.sql('duckdb')}")
-        passes = [f"coalesce(({exp.maybe_parse(e.condition, dialect=DIALECT).sql('duckdb')}), false)"
+        connection.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS {select}")
+        passes = [f"coalesce(({to_duckdb(exp.maybe_parse(e.condition, dialect=DIALECT))}), false)"
                   for e in table.expectations]
         keep = " AND ".join(p for p, e in zip(passes, table.expectations) if e.action == "drop") or "true"
         total, kept, *passed = connection.execute(
@@ -155,5 +272,8 @@ class DuckDBLakehouse(LakehouseEngine):
                     f"(e.g. {key}={sample}); the update is rolled back"
                 )
             results.append(ExpectationResult(expectation.name, passed_records, failed, tuple(sample)))
-        connection.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM candidates WHERE {keep}")
+        connection.execute(f"CREATE OR REPLACE TABLE {table.name} AS SELECT * FROM candidates WHERE {keep}")
         return TableUpdate(table.name, kept, tuple(results))
+
+    def _count(self, connection, table: PipelineTable) -> int:
+        return connection.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0]

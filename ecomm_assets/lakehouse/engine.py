@@ -1,13 +1,19 @@
 """What the lakehouse assets need from an engine: refresh a selection of pipeline tables and
-report, per table, the rows written and each expectation's passed and failed records."""
+report, per table, the rows written, the rows it holds from each landed file, and each
+expectation's passed and failed records."""
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from ecomm_assets.lakehouse.pipeline_sql import PipelineTable
+
+
+class LandedFileError(RuntimeError):
+    """A landed file is not what its extract wrote; nothing of the refresh is kept."""
 
 
 @dataclass(frozen=True)
@@ -23,10 +29,19 @@ class TableUpdate:
     name: str
     row_count: int
     expectations: tuple[ExpectationResult, ...] = field(default=())
+    # For tables that read landed files: rows the table holds from each file the refresh read,
+    # by its key under the landing root ("orders/ingestion_date=2026-03-01/orders.csv").
+    rows_by_file: Mapping[str, int] = field(default_factory=dict)
 
 
 class LakehouseEngine(dg.ConfigurableResource, ABC):
     """Runs the DLT pipeline's tables: DuckDB locally, the Databricks pipeline in production."""
+
+    @contextmanager
+    def writing(self, log: dg.DagsterLogManager, holder: str) -> Iterator[None]:
+        """Exclusive write access to the lakehouse for the block, for engines that need it;
+        ``holder`` says who holds it to whoever waits."""
+        yield
 
     @abstractmethod
     def refresh(

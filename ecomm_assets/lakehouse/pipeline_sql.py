@@ -25,9 +25,13 @@ PIPELINE_DIR = REPO_ROOT / "dlt_notebooks" / "transformations"
 PIPELINE_FILES = ("bronze.sql", "silver.sql", "gold.sql")
 DIALECT = "databricks"
 
+# The pipeline setting that holds the landing zone's URI (ecomm_db_extracts/daily_extracts).
+LANDING_ROOT = "${landing_root}"
 # Columns Auto Loader adds next to a read_files() schema.
 RESCUED_DATA = "_rescued_data"
 FILE_METADATA = "_metadata"
+# What every table that reads landed files keeps of _metadata.file_path: rows are counted per file.
+SOURCE_FILE = "_source_file"
 
 _HEADER = re.compile(
     r"CREATE\s+OR\s+REFRESH\s+(?P<kind>STREAMING\s+TABLE|MATERIALIZED\s+VIEW)\s+(?P<name>\w+\.\w+)\s*",
@@ -62,8 +66,13 @@ class PipelineTable:
     query: exp.Query  # the SELECT, parsed in the Databricks dialect
     columns: tuple[tuple[str, str], ...]  # (name, Databricks type) of the output
     upstream: tuple[str, ...]  # pipeline tables read
-    landing_table: str | None  # the landing folder read by read_files(), for Bronze
+    landing_files: str | None  # the glob read_files() reads, relative to ${landing_root}, for Bronze
     source_file: str
+
+    @property
+    def landing_table(self) -> str | None:
+        """The landing asset (source table) whose files this table reads."""
+        return self.landing_files.split("/", 1)[0] if self.landing_files else None
 
     @property
     def layer(self) -> str:
@@ -192,11 +201,13 @@ def _parse_statement(text: str, known: dict[str, dict[str, str]], source_file: s
     query = sqlglot.parse_one(_without_stream(rest[match.end():]), read=DIALECT)
 
     schema = {layer: dict(tables) for layer, tables in _nested(known).items()}
-    landing_table, call = None, read_files_call(query)
+    landing_files, call = None, read_files_call(query)
     typed = query.copy()
     if call:
         path, _ = read_files_options(call)
-        landing_table = path.rstrip("/").rsplit("/", 1)[-1]
+        if not path.startswith(LANDING_ROOT + "/"):
+            raise ValueError(f"{source_file}: {name}: read_files must read under {LANDING_ROOT}, not {path!r}")
+        landing_files = path.removeprefix(LANDING_ROOT + "/")
         schema.setdefault("_landing", {})["files"] = _source_schema(call)
         read_files_call(typed).parent.replace(exp.to_table("_landing.files"))
     mapping = MappingSchema(schema, dialect=DIALECT)
@@ -209,8 +220,10 @@ def _parse_statement(text: str, known: dict[str, dict[str, str]], source_file: s
     upstream = tuple(
         sorted({f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table)} & set(known))
     )
+    if landing_files and SOURCE_FILE not in dict(columns):
+        raise ValueError(f"{source_file}: {name} reads landed files: keep _metadata.file_path AS {SOURCE_FILE}")
     return PipelineTable(name, " ".join(header["kind"].lower().split()), comment, expectations,
-                         query, columns, upstream, landing_table, source_file)
+                         query, columns, upstream, landing_files, source_file)
 
 
 def _nested(tables: dict[str, dict[str, str]]) -> dict[str, dict[str, dict[str, str]]]:

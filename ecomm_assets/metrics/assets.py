@@ -6,9 +6,9 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
-from ecomm_assets.lakehouse.assets import LAKEHOUSE_POOL
+from ecomm_assets.lakehouse.engine import LakehouseEngine
 from ecomm_assets.metrics.project import dbt_project
-from ecomm_assets.partitions import ingestion_date_partitions
+from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dates
 
 
 class MetricsTranslator(DagsterDbtTranslator):
@@ -31,9 +31,11 @@ class MetricsTranslator(DagsterDbtTranslator):
     ),
     partitions_def=ingestion_date_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=LAKEHOUSE_POOL,
 )
-def kpi_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+def kpi_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseEngine):
     """Build and test the KPI models. They are small aggregates recomputed from Gold on every run,
-    so any sequence of partition runs leaves them equal to a full recompute."""
-    yield from dbt.cli(["build"], context=context).stream()
+    so any sequence of partition runs leaves them equal to a full recompute. dbt writes into the
+    lakehouse, so it holds the lakehouse's writer lock while it runs."""
+    run_ingestion_dates(context)
+    with lakehouse.writing(context.log, holder=f"run {context.run.run_id} (dbt build)"):
+        yield from dbt.cli(["build"], context=context).stream()

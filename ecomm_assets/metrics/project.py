@@ -11,8 +11,9 @@ from packaging import version
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-# the dbt installed beside this interpreter, whatever the PATH says
-DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
+# dbt as Dagster runs it: the ``ecomm-dbt`` entry point of this environment (dbt_child.py), which
+# dies with the run that started it, whatever the PATH says.
+DBT_EXECUTABLE = str(Path(sys.executable).with_name("ecomm-dbt"))
 
 
 class DbtCli(DbtCliResource):

@@ -46,9 +46,18 @@ class EmbeddedPostgres:
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
 
-    @property
-    def is_running(self) -> bool:
-        return (self.data_dir / "postmaster.pid").exists()
+    def server_pid(self) -> int | None:
+        """The pid of the server on ``data_dir``, or None when none runs. After a crash (kill -9)
+        ``postmaster.pid`` stays behind and names a process that is gone (or a zombie)."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, 0)
+            stat = Path(f"/proc/{pid}/stat")
+            if stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return None
+            return pid
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            return None
 
     def start(self) -> None:
         """Initialise the cluster on first use, start the server and create the database."""
@@ -58,7 +67,7 @@ class EmbeddedPostgres:
                 shutil.chown(self.data_dir, user=self._run_as)
             self._run("initdb", "-D", str(self.data_dir), "-U", self.user, "--auth=trust",
                       "--encoding=UTF8", "--no-instructions")
-        if not self.is_running:
+        if self.server_pid() is None:  # PostgreSQL itself replaces a stale postmaster.pid
             options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data_dir} -c fsync=off"
             self._run("pg_ctl", "start", "-w", "-D", str(self.data_dir), "-o", options,
                       "-l", str(self.data_dir / "server.log"))
@@ -70,8 +79,10 @@ class EmbeddedPostgres:
                 connection.execute(f'CREATE DATABASE "{self.dbname}"')
 
     def stop(self) -> None:
-        if self.is_running:
+        if self.server_pid() is not None:
             self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
+        else:  # nothing runs; a crashed server's postmaster.pid goes
+            (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
 
     def _conninfo(self, dbname: str) -> str:
         return f"host=127.0.0.1 port={self.port} user={self.user} dbname={dbname}"

@@ -1,8 +1,9 @@
-"""ecomm-db, the PostgreSQL source: connections and the streamed extract of a changed-rows window."""
+"""ecomm-db, the PostgreSQL source: connections, and the consistent snapshot every extract reads."""
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -11,29 +12,93 @@ from typing import BinaryIO
 import dagster as dg
 import psycopg
 import sqlglot
-from psycopg import sql
+from psycopg import IsolationLevel, sql
 from pydantic import Field
 from sqlglot import exp
 
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
+APPLICATION_NAME = "ecomm_data_pipeline"
+# One extract at a time, across every Dagster run and host: the key of a PostgreSQL advisory lock.
+# The server releases it when the holder's connection ends, so a killed run never keeps it.
+EXTRACT_LOCK = 0x65636F6D  # "ecom"
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    name: str
+    columns: tuple[tuple[str, str], ...]  # (name, PostgreSQL type)
+    primary_key: str
 
 
 @cache
-def source_columns() -> dict[str, list[tuple[str, str]]]:
-    """(column, type) of every source table, read from schema.sql."""
+def source_tables() -> dict[str, SourceTable]:
+    """The source tables with their columns and primary key, read from schema.sql."""
     tables = {}
     for statement in sqlglot.parse(SCHEMA_SQL.read_text(), read="postgres"):
         if isinstance(statement, exp.Create) and statement.kind == "TABLE":
-            schema = statement.this
-            tables[schema.this.name] = [
-                (column.name, column.args["kind"].sql("postgres"))
-                for column in schema.expressions
-                if isinstance(column, exp.ColumnDef)
-            ]
+            definitions = [c for c in statement.this.expressions if isinstance(c, exp.ColumnDef)]
+            [primary_key] = [c.name for c in definitions
+                             if any(isinstance(k.args.get("kind"), exp.PrimaryKeyColumnConstraint)
+                                    for k in c.constraints)]
+            name = statement.this.this.name
+            tables[name] = SourceTable(
+                name, tuple((c.name, c.args["kind"].sql("postgres")) for c in definitions), primary_key)
     return tables
+
 
 # psycopg yields COPY output one row at a time; writing 1 MiB at a time keeps the file I/O cheap.
 _WRITE_BATCH_BYTES = 1 << 20
+
+
+class SourceSnapshot:
+    """ecomm-db frozen at one moment (``taken_at``): every read sees the same committed state.
+
+    One ``REPEATABLE READ, READ ONLY`` transaction: a change committed while the extract runs is in
+    none of its files, so the tables of a partition are one consistent cut of the source.
+    """
+
+    def __init__(self, connection: psycopg.Connection, taken_at: datetime):
+        self._connection = connection
+        self.taken_at = taken_at
+
+    def copy_changed_rows(self, table: str, start: datetime, end: datetime, out: BinaryIO) -> int:
+        """Stream the rows of ``table`` with ``start <= updated_at < end`` to ``out`` as CSV with a
+        header; timestamps in UTC. The window is a plain range on the indexed ``updated_at``."""
+        query = sql.SQL(
+            "SELECT * FROM {table} WHERE updated_at >= {start} AND updated_at < {end} ORDER BY updated_at, 1"
+        ).format(table=sql.Identifier(_known(table).name), start=start, end=end)
+        return self._copy(query, out)
+
+    def copy_key_versions(self, table: str, versions_before: datetime, out: BinaryIO) -> int:
+        """Stream every primary key of ``table`` with its ``updated_at``, left empty where that is
+        ``versions_before`` or later (a change not due in the partitions extracted so far)."""
+        source = _known(table)
+        query = sql.SQL(
+            "SELECT {key}, CASE WHEN updated_at < {before} THEN updated_at END AS updated_at"
+            " FROM {table} ORDER BY {key}"
+        ).format(key=sql.Identifier(source.primary_key), table=sql.Identifier(source.name),
+                 before=versions_before)
+        return self._copy(query, out)
+
+    def _copy(self, query: sql.Composed, out: BinaryIO) -> int:
+        """COPY the query's result to ``out`` as CSV with a header; returns the rows written."""
+        copy = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(query)
+        with self._connection.cursor() as cursor:
+            batch = bytearray()
+            with cursor.copy(copy) as blocks:
+                for block in blocks:
+                    batch += block
+                    if len(batch) >= _WRITE_BATCH_BYTES:
+                        out.write(batch)
+                        batch.clear()
+            out.write(batch)
+            return cursor.rowcount
+
+
+def _known(table: str) -> SourceTable:
+    if table not in source_tables():
+        raise ValueError(f"unknown source table {table!r}; expected one of {list(source_tables())}")
+    return source_tables()[table]
 
 
 class SourceDatabase(dg.ConfigurableResource):
@@ -47,10 +112,12 @@ class SourceDatabase(dg.ConfigurableResource):
     password: str = Field(default="", description="Pass through dg.EnvVar, never a literal.")
     sslmode: str = "prefer"
     connect_attempts: int = 3
+    lock_timeout_seconds: float = Field(
+        default=3600, description="How long an extract waits for another one to finish before it gives up.")
 
-    def conninfo(self) -> str:
+    def conninfo(self, application_name: str = APPLICATION_NAME) -> str:
         if self.dsn:
-            return psycopg.conninfo.make_conninfo(self.dsn, application_name="ecomm_data_pipeline")
+            return psycopg.conninfo.make_conninfo(self.dsn, application_name=application_name)
         return psycopg.conninfo.make_conninfo(
             host=self.host,
             port=self.port,
@@ -58,15 +125,15 @@ class SourceDatabase(dg.ConfigurableResource):
             user=self.user,
             password=self.password or None,
             sslmode=self.sslmode,
-            application_name="ecomm_data_pipeline",
+            application_name=application_name,
         )
 
     @contextmanager
-    def connect(self) -> Iterator[psycopg.Connection]:
+    def connect(self, application_name: str = APPLICATION_NAME) -> Iterator[psycopg.Connection]:
         """A connection, retried with exponential backoff while the server is unreachable."""
         for attempt in range(1, self.connect_attempts + 1):
             try:
-                connection = psycopg.connect(self.conninfo(), connect_timeout=10)
+                connection = psycopg.connect(self.conninfo(application_name), connect_timeout=10)
                 break
             except psycopg.OperationalError:
                 if attempt == self.connect_attempts:
@@ -75,29 +142,42 @@ class SourceDatabase(dg.ConfigurableResource):
         with connection:
             yield connection
 
-    def copy_changed_rows(
-        self, table: str, start: datetime, end: datetime, out: BinaryIO
-    ) -> tuple[int, int]:
-        """Stream the rows of ``table`` with ``start <= updated_at < end`` to ``out`` as CSV with header.
+    @contextmanager
+    def snapshot(self, log: dg.DagsterLogManager, holder: str) -> Iterator[SourceSnapshot]:
+        """Take the extract lock, then open one consistent read-only snapshot of ecomm-db.
 
-        The window is a plain range on the indexed ``updated_at`` column, and timestamps are written
-        in UTC. Returns (rows, bytes).
+        ``holder`` (the Dagster run id) names this extract in ``pg_stat_activity``, so that another
+        extract waiting for the lock can say which run holds it.
         """
-        if table not in source_columns():
-            raise ValueError(f"unknown source table {table!r}; expected one of {list(source_columns())}")
-        query = sql.SQL(
-            "COPY (SELECT * FROM {table} WHERE updated_at >= {start} AND updated_at < {end}"
-            " ORDER BY updated_at, 1) TO STDOUT WITH (FORMAT csv, HEADER true)"
-        ).format(table=sql.Identifier(table), start=start, end=end)
-        written = 0
-        with self.connect() as connection, connection.cursor() as cursor:
-            cursor.execute("SET TIME ZONE 'UTC'")
-            batch = bytearray()
-            with cursor.copy(query) as copy:
-                for block in copy:
-                    batch += block
-                    if len(batch) >= _WRITE_BATCH_BYTES:
-                        written += out.write(batch)
-                        batch.clear()
-            written += out.write(batch)
-            return cursor.rowcount, written
+        with self.connect(f"{APPLICATION_NAME} run {holder}") as connection:
+            connection.autocommit = True
+            self._take_extract_lock(connection, log)
+            connection.execute("SET TIME ZONE 'UTC'")
+            connection.isolation_level = IsolationLevel.REPEATABLE_READ
+            connection.read_only = True
+            with connection.transaction():
+                [(taken_at,)] = connection.execute("SELECT now()").fetchall()
+                yield SourceSnapshot(connection, taken_at)
+
+    def _take_extract_lock(self, connection: psycopg.Connection, log: dg.DagsterLogManager) -> None:
+        """Wait for the extract lock: say who holds it, give up after ``lock_timeout_seconds``."""
+        started = time.monotonic()
+        told = None
+        while not connection.execute("SELECT pg_try_advisory_lock(%s)", (EXTRACT_LOCK,)).fetchone()[0]:
+            waited = time.monotonic() - started
+            holder = connection.execute(
+                "SELECT a.application_name, a.pid, a.backend_start FROM pg_locks l"
+                " JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.objid = %s AND l.granted", (EXTRACT_LOCK,)).fetchone()
+            holder = (f"'{holder[0]}' (server pid {holder[1]}, connected {holder[2]:%Y-%m-%d %H:%M:%S %Z})"
+                      if holder else "a session that just ended")
+            if waited >= self.lock_timeout_seconds:
+                raise TimeoutError(
+                    f"Gave up after {waited:.0f} s waiting for the extract lock of ecomm-db, held by {holder}. "
+                    "A dead run cannot hold it (the server drops the lock with its connection): that "
+                    "extract is alive; let it finish or terminate its run.")
+            if told is None or time.monotonic() - told >= 60:
+                log.info(f"Waiting for another extract to finish: the extract lock is held by {holder} "
+                         f"(waited {waited:.0f} s of at most {self.lock_timeout_seconds:.0f} s).")
+                told = time.monotonic()
+            time.sleep(1)

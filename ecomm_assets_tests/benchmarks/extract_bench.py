@@ -1,4 +1,4 @@
-"""Extract benchmarks (issue 4, figures 1-3): SourceDatabase.copy_changed_rows on the local stack.
+"""Extract benchmarks (issue 4, figures 1-3): SourceSnapshot.copy_changed_rows on the local stack.
 
 1. throughput of a 1,000,000-row partition of order_items, against psql ``\\copy`` and pandas;
 2. incremental cost: a fixed 10,000-row window while the table grows from 100,000 to 5,000,000 rows;
@@ -9,6 +9,7 @@ One embedded PostgreSQL in ``workdir`` serves all three; the data is generated s
 
 import argparse
 import hashlib
+import logging
 import os
 import shutil
 import statistics
@@ -49,6 +50,7 @@ QUICK = Sizes(big=100_000, small=1_000, table=(10_000, 100_000, 500_000))
 # process's peak RSS into a child's ru_maxrss at exec (subprocess uses vfork), so ru_maxrss here
 # would report this benchmark's own peak (about 1 GiB after pandas), not the extract's.
 _MEMORY_PROBE = """
+import logging
 import sys
 from datetime import datetime
 from ecomm_assets.source.postgres import SourceDatabase
@@ -56,9 +58,8 @@ def peak():
     return next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 dsn, start, end, path = sys.argv[1:]
 imported = peak()
-with open(path, "wb") as out:
-    SourceDatabase(dsn=dsn).copy_changed_rows("order_items", datetime.fromisoformat(start),
-                                              datetime.fromisoformat(end), out)
+with open(path, "wb") as out, SourceDatabase(dsn=dsn).snapshot(logging.getLogger(), "bench") as snapshot:
+    snapshot.copy_changed_rows("order_items", datetime.fromisoformat(start), datetime.fromisoformat(end), out)
 print(imported, peak())
 """
 
@@ -126,8 +127,8 @@ class BenchDatabase:
 
 def _ours(db: BenchDatabase, day: str, path: Path) -> int:
     """copy_changed_rows of the partition ``day`` into ``path``; returns the row count."""
-    with open(path, "wb") as out:
-        return db.server.resource().copy_changed_rows(TABLE, *_window(day), out)[0]
+    with open(path, "wb") as out, db.server.resource().snapshot(logging.getLogger(), "bench") as snapshot:
+        return snapshot.copy_changed_rows(TABLE, *_window(day), out)
 
 
 def _psql(db: BenchDatabase, day: str, path: Path) -> None:

@@ -20,11 +20,13 @@ import sqlglot
 from common import Figure, free_port, median_seconds
 from ecomm_assets import environment
 from ecomm_assets.definitions import defs
-from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse
+from ecomm_assets.extract.landing_zone import LocalLandingZone, data_file, key_snapshot_folder, partition_folder
+from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse, to_duckdb
 from ecomm_assets.lakehouse.pipeline_sql import pipeline_tables, read_files_call
 from ecomm_assets.metrics.project import DBT_EXECUTABLE, DBT_PROJECT_DIR
 from ecomm_assets.source import demo_data
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
+from ecomm_assets.source.postgres import source_tables
 
 REPO = environment.REPO_ROOT
 PYTHON = sys.executable
@@ -33,9 +35,10 @@ DEMO_END = datetime(2026, 3, 31, tzinfo=ICT)  # 30 demo days: 2026-03-01 .. 2026
 log = logging.getLogger("bench")
 
 
-def _land_synthetic_day(landing_root: Path, day: str, order_items: int) -> None:
-    """Landing CSVs for one ingestion date, made by DuckDB: order_items lines over a third as
-    many orders, with customers and products to match, in the extract's CSV format."""
+def _land_synthetic_day(zone: LocalLandingZone, day: str, order_items: int) -> None:
+    """Landing CSVs for one ingestion date and their key snapshots, made by DuckDB: order_items
+    lines over a third as many orders, with customers and products to match, in the extract's CSV
+    format, landed with their manifests."""
     orders, customers, products = order_items // 3, max(order_items // 50, 10), max(order_items // 200, 10)
     stamp = f"'{day} 01:00:00+00'"
     tables = {
@@ -53,11 +56,20 @@ def _land_synthetic_day(landing_root: Path, day: str, order_items: int) -> None:
                        f" 1 + i % 4 AS quantity, (1 + i % 4) * 9.99 AS item_price, {stamp} AS created_at,"
                        f" {stamp} AS updated_at FROM range(1, {order_items} + 1) t(i)",
     }
-    with duckdb.connect() as db:
+    with duckdb.connect() as db, tempfile.TemporaryDirectory() as staging:
         for table, select in tables.items():
-            folder = landing_root / table / f"ingestion_date={day}"
-            folder.mkdir(parents=True, exist_ok=True)
-            db.execute(f"COPY ({select}) TO '{folder / (table + '.csv')}' (HEADER, FORMAT csv)")
+            key = source_tables()[table].primary_key
+            for folder, query in [(partition_folder(table, day), select),
+                                  (key_snapshot_folder(table), f"SELECT {key}, updated_at FROM ({select})")]:
+                csv = Path(staging) / data_file(table)
+                db.execute(f"COPY ({query}) TO '{csv}' (HEADER, FORMAT csv)")
+                rows = db.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]
+
+                def copy(out, csv=csv, rows=rows) -> int:
+                    out.write(csv.read_bytes())
+                    return rows
+
+                zone.land(folder, data_file(table), copy, {})
 
 
 def _direct_duckdb(database: Path, landing_root: Path, day: str) -> None:
@@ -68,23 +80,25 @@ def _direct_duckdb(database: Path, landing_root: Path, day: str) -> None:
         for table in pipeline_tables():
             db.execute(f"CREATE SCHEMA IF NOT EXISTS {table.layer}")
             query = table.query.copy()
-            if table.landing_table:
-                csv = landing_root / table.landing_table / f"ingestion_date={day}" / f"{table.landing_table}.csv"
+            if table.landing_files:
+                csv = landing_root / (f"{partition_folder(table.landing_table, day)}/{data_file(table.landing_table)}"
+                                      if table.kind == "streaming table" else table.landing_files)
                 landed = sqlglot.parse_one(
                     f"SELECT *, NULL::VARCHAR AS _rescued_data, {{'file_path': '{csv}'}} AS _metadata "
                     f"FROM read_csv('{csv}', header = true, all_varchar = true)", read="duckdb")
                 read_files_call(query).parent.replace(landed.subquery("landed"))
-            keep = [sqlglot.parse_one(e.condition, read="databricks").sql("duckdb")
+            keep = [to_duckdb(sqlglot.parse_one(e.condition, read="databricks"))
                     for e in table.expectations if e.action == "drop"]
             where = " AND ".join(f"coalesce(({c}), false)" for c in keep) or "true"
             db.execute(f"CREATE TABLE {table.layer}.{table.table} AS "
-                       f"SELECT * FROM ({query.sql('duckdb')}) WHERE {where}")
+                       f"SELECT * FROM ({to_duckdb(query)}) WHERE {where}")
 
 
 def lakehouse_figure(workdir: Path, order_items: int, runs: int) -> Figure:
     """4. Bronze to Gold through the local engine against the same SQL run directly."""
-    day, landing = "2026-03-01", workdir / "lakehouse_landing"
-    _land_synthetic_day(landing, day, order_items)
+    day, zone = "2026-03-01", LocalLandingZone(root=str(workdir / "lakehouse_landing"))
+    _land_synthetic_day(zone, day, order_items)
+    landing = Path(zone.extracts_root)
     database = workdir / "ecomm_dw.duckdb"
     fresh = lambda: database.unlink(missing_ok=True)  # noqa: E731
     engine = DuckDBLakehouse(database=str(database), landing_root=str(landing))
