@@ -11,10 +11,13 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+# The pid of the process that starts dbt (set by DbtCli): a parent that died while this one was
+# still starting up cannot be told from the process that adopted it otherwise.
+PARENT_PID = "ECOMM_DBT_PARENT_PID"
 
 
 def main() -> None:
-    parent = os.getppid()
+    parent = int(os.environ.get(PARENT_PID, os.getppid()))
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:

@@ -63,22 +63,13 @@ class SourceSnapshot:
 
     def copy_changed_rows(self, table: str, start: datetime, end: datetime, out: BinaryIO) -> int:
         """Stream the rows of ``table`` with ``start <= updated_at < end`` to ``out`` as CSV with a
-        header; timestamps in UTC. The window is a plain range on the indexed ``updated_at``."""
-        query = sql.SQL(
-            "SELECT * FROM {table} WHERE updated_at >= {start} AND updated_at < {end} ORDER BY updated_at, 1"
-        ).format(table=sql.Identifier(_known(table).name), start=start, end=end)
-        return self._copy(query, out)
+        header; timestamps in UTC. Returns the rows written."""
+        return self._copy(changed_rows_query(table, start, end), out)
 
     def copy_key_versions(self, table: str, versions_before: datetime, out: BinaryIO) -> int:
-        """Stream every primary key of ``table`` with its ``updated_at``, left empty where that is
-        ``versions_before`` or later (a change not due in the partitions extracted so far)."""
-        source = _known(table)
-        query = sql.SQL(
-            "SELECT {key}, CASE WHEN updated_at < {before} THEN updated_at END AS updated_at"
-            " FROM {table} ORDER BY {key}"
-        ).format(key=sql.Identifier(source.primary_key), table=sql.Identifier(source.name),
-                 before=versions_before)
-        return self._copy(query, out)
+        """Stream every primary key of ``table`` with its ``updated_at`` to ``out`` (see
+        ``key_versions_query``). Returns the rows written."""
+        return self._copy(key_versions_query(table, versions_before), out)
 
     def _copy(self, query: sql.Composed, out: BinaryIO) -> int:
         """COPY the query's result to ``out`` as CSV with a header; returns the rows written."""
@@ -93,6 +84,22 @@ class SourceSnapshot:
                         batch.clear()
             out.write(batch)
             return cursor.rowcount
+
+
+def changed_rows_query(table: str, start: datetime, end: datetime) -> sql.Composed:
+    """The rows of ``table`` changed in ``[start, end)``: a plain range on the indexed ``updated_at``."""
+    return sql.SQL(
+        "SELECT * FROM {table} WHERE updated_at >= {start} AND updated_at < {end} ORDER BY updated_at, 1"
+    ).format(table=sql.Identifier(_known(table).name), start=start, end=end)
+
+
+def key_versions_query(table: str, versions_before: datetime) -> sql.Composed:
+    """Every primary key of ``table`` with its ``updated_at``, left empty where that is
+    ``versions_before`` or later (a change not due in the partitions extracted so far)."""
+    source = _known(table)
+    return sql.SQL(
+        "SELECT {key}, CASE WHEN updated_at < {before} THEN updated_at END AS updated_at FROM {table} ORDER BY {key}"
+    ).format(key=sql.Identifier(source.primary_key), table=sql.Identifier(source.name), before=versions_before)
 
 
 def _known(table: str) -> SourceTable:
