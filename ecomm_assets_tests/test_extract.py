@@ -91,7 +91,7 @@ def test_an_extract_waits_for_the_one_before_it_and_says_which_run_holds_the_loc
             with source.snapshot(log, holder="run-B"):
                 pass
     assert "ecomm_data_pipeline run run-A" in str(waited.value)
-    assert "ecomm_data_pipeline run run-A" in caplog.text and "Waiting for another extract" in caplog.text
+    assert "ecomm_data_pipeline run run-A" in caplog.text and "another extract is running" in caplog.text
     with source.snapshot(log, holder="run-B"):  # the lock went with the first snapshot
         pass
 

@@ -17,7 +17,6 @@ import fcntl
 import hashlib
 import json
 import os
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from ecomm_assets.lakehouse.pipeline_sql import (
     read_files_options,
     read_files_schema,
 )
+from ecomm_assets.waiting import wait_for_lock
 
 _SAMPLE_SIZE = 5
 
@@ -112,25 +112,19 @@ class DuckDBLakehouse(LakehouseEngine):
         lock_path = Path(self.database).with_suffix(".writer.lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with lock_path.open("a+") as lock:
-            started, told = time.monotonic(), None
-            while True:
+            def take() -> bool:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
+                    return True
                 except BlockingIOError:
-                    waited = time.monotonic() - started
-                    lock.seek(0)
-                    current = lock.read().strip() or "another process"
-                    if waited >= self.writer_lock_timeout_seconds:
-                        raise TimeoutError(
-                            f"Gave up after {waited:.0f} s waiting for the lakehouse file {self.database}, "
-                            f"which {current} is writing. A dead process cannot hold it (the lock goes "
-                            "with its holder): that writer is alive; let it finish or terminate its run.")
-                    if told is None or time.monotonic() - told >= 60:
-                        log.info(f"Waiting for the lakehouse file {self.database}: {current} is writing to "
-                                 f"it (waited {waited:.0f} s of at most {self.writer_lock_timeout_seconds:.0f} s).")
-                        told = time.monotonic()
-                    time.sleep(0.2)
+                    return False
+
+            def current_holder() -> str:
+                lock.seek(0)
+                return lock.read().strip() or "another process"
+
+            wait_for_lock(take, current_holder, f"the lakehouse file {self.database}",
+                          self.writer_lock_timeout_seconds, log)
             lock.truncate(0)
             lock.write(f"{holder} (pid {os.getpid()}, "
                        f"since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC)")

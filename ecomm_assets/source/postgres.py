@@ -16,6 +16,8 @@ from psycopg import IsolationLevel, sql
 from pydantic import Field
 from sqlglot import exp
 
+from ecomm_assets.waiting import wait_for_lock
+
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
 APPLICATION_NAME = "ecomm_data_pipeline"
 # One extract at a time, across every Dagster run and host: the key of a PostgreSQL advisory lock.
@@ -167,24 +169,14 @@ class SourceDatabase(dg.ConfigurableResource):
                 yield SourceSnapshot(connection, taken_at)
 
     def _take_extract_lock(self, connection: psycopg.Connection, log: dg.DagsterLogManager) -> None:
-        """Wait for the extract lock: say who holds it, give up after ``lock_timeout_seconds``."""
-        started = time.monotonic()
-        told = None
-        while not connection.execute("SELECT pg_try_advisory_lock(%s)", (EXTRACT_LOCK,)).fetchone()[0]:
-            waited = time.monotonic() - started
-            holder = connection.execute(
+        def holder() -> str:
+            found = connection.execute(
                 "SELECT a.application_name, a.pid, a.backend_start FROM pg_locks l"
                 " JOIN pg_stat_activity a ON a.pid = l.pid"
                 " WHERE l.locktype = 'advisory' AND l.objid = %s AND l.granted", (EXTRACT_LOCK,)).fetchone()
-            holder = (f"'{holder[0]}' (server pid {holder[1]}, connected {holder[2]:%Y-%m-%d %H:%M:%S %Z})"
-                      if holder else "a session that just ended")
-            if waited >= self.lock_timeout_seconds:
-                raise TimeoutError(
-                    f"Gave up after {waited:.0f} s waiting for the extract lock of ecomm-db, held by {holder}. "
-                    "A dead run cannot hold it (the server drops the lock with its connection): that "
-                    "extract is alive; let it finish or terminate its run.")
-            if told is None or time.monotonic() - told >= 60:
-                log.info(f"Waiting for another extract to finish: the extract lock is held by {holder} "
-                         f"(waited {waited:.0f} s of at most {self.lock_timeout_seconds:.0f} s).")
-                told = time.monotonic()
-            time.sleep(1)
+            return (f"'{found[0]}' (server pid {found[1]}, connected {found[2]:%Y-%m-%d %H:%M:%S %Z})"
+                    if found else "a session that just ended")
+
+        wait_for_lock(
+            lambda: connection.execute("SELECT pg_try_advisory_lock(%s)", (EXTRACT_LOCK,)).fetchone()[0],
+            holder, "the extract lock of ecomm-db (another extract is running)", self.lock_timeout_seconds, log)
