@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ecomm_assets.alerts.sensor import Alerting
 from ecomm_assets.extract.landing_zone import LocalLandingZone
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse
 from ecomm_assets.metrics.project import DBT_EXECUTABLE, DbtCli, dbt_project
@@ -51,7 +52,7 @@ def local_resources(home: Path, pg_port: int) -> dict:
 def _required(*names: str) -> dict[str, str]:
     missing = [name for name in names if not os.getenv(name)]
     if missing:
-        raise RuntimeError(f"ECOMM_ENV=prod needs these environment variables: {', '.join(missing)}")
+        raise RuntimeError(f"These environment variables must be set: {', '.join(missing)}")
     return {name: os.environ[name] for name in names}
 
 
@@ -95,7 +96,26 @@ def prod_resources() -> dict:
     }
 
 
+def alerting() -> Alerting:
+    """The alert log under ECOMM_HOME always; Slack when ECOMM_SLACK_TOKEN is set, email when
+    ECOMM_SMTP_HOST is; links to ECOMM_DAGSTER_URL."""
+    channels = {}
+    if os.getenv("ECOMM_SLACK_TOKEN"):
+        channels.update(slack_token=dg.EnvVar("ECOMM_SLACK_TOKEN"),
+                        slack_channel=_required("ECOMM_SLACK_CHANNEL")["ECOMM_SLACK_CHANNEL"])
+        if os.getenv("ECOMM_SLACK_BASE_URL"):
+            channels["slack_base_url"] = os.environ["ECOMM_SLACK_BASE_URL"]
+    if os.getenv("ECOMM_SMTP_HOST"):
+        email = _required("ECOMM_ALERT_EMAIL_FROM", "ECOMM_ALERT_EMAIL_TO")
+        channels.update(smtp_host=os.environ["ECOMM_SMTP_HOST"], smtp_port=int(os.getenv("ECOMM_SMTP_PORT", "587")),
+                        email_from=email["ECOMM_ALERT_EMAIL_FROM"],
+                        email_to=[a.strip() for a in email["ECOMM_ALERT_EMAIL_TO"].split(",")])
+        if os.getenv("ECOMM_SMTP_USER"):
+            channels.update(smtp_user=os.environ["ECOMM_SMTP_USER"], smtp_password=dg.EnvVar("ECOMM_SMTP_PASSWORD"))
+    return Alerting(dagster_url=os.getenv("ECOMM_DAGSTER_URL", "http://127.0.0.1:3000"),
+                    alert_log=str(ecomm_home() / "alerts.jsonl"), **channels)
+
+
 def resources() -> dict:
-    if ecomm_env() == "prod":
-        return prod_resources()
-    return local_resources(ecomm_home(), local_pg_port())
+    pipeline = prod_resources() if ecomm_env() == "prod" else local_resources(ecomm_home(), local_pg_port())
+    return {**pipeline, "alerting": alerting()}

@@ -72,10 +72,11 @@ def shop(postgres) -> EmbeddedPostgres:
 class Pipeline:
     """The real code location's assets over one pipeline home (landing folder + DuckDB file)."""
 
-    def __init__(self, home: Path, postgres: EmbeddedPostgres):
+    def __init__(self, home: Path, postgres: EmbeddedPostgres, instance: dg.DagsterInstance | None = None):
         self.home = home
         self.resources = environment.local_resources(home, postgres.port)
         self.assets = defs.assets
+        self.instance = instance  # None: a fresh in-memory instance per run
 
     def materialize(self, first: str, last: str | None = None, selection: str = "*",
                     raise_on_error: bool = True, **run_config) -> dg.ExecuteInProcessResult:
@@ -86,6 +87,7 @@ class Pipeline:
         with pytest.MonkeyPatch.context() as env:
             env.setenv("ECOMM_HOME", str(self.home))  # dbt's profile reads it
             result = dg.materialize(self.assets, selection=selection, resources=self.resources, tags=tags,
+                                    instance=self.instance,
                                     raise_on_error=raise_on_error,
                                     run_config={"ops": {op: {"config": c} for op, c in run_config.items()}})
         assert result.success or not raise_on_error
@@ -94,6 +96,10 @@ class Pipeline:
     def landed(self, table: str, day: str) -> Path:
         """The landed file of ``table`` for the ingestion date ``day``."""
         return self.home / "landing/ecomm_db_extracts/daily_extracts" / table / f"ingestion_date={day}" / f"{table}.csv"
+
+    def query(self, sql: str) -> list[tuple]:
+        with duckdb.connect(str(self.home / "ecomm_dw.duckdb"), read_only=True) as db:
+            return db.execute(sql).fetchall()
 
     def rows(self, table: str, exclude: set[str] = frozenset()) -> list[tuple]:
         """Sorted content of a table, without the run-time stamps and the columns in ``exclude``."""
@@ -112,8 +118,8 @@ class Pipeline:
 
 @pytest.fixture
 def new_pipeline(shop, tmp_path):
-    def make(name: str = "home") -> Pipeline:
-        return Pipeline(tmp_path / name, shop)
+    def make(name: str = "home", instance: dg.DagsterInstance | None = None) -> Pipeline:
+        return Pipeline(tmp_path / name, shop, instance)
     return make
 
 

@@ -13,14 +13,18 @@ EXPECTED_DEPS = {
     "landing/order_items": set(),
     **{f"bronze/{table}{suffix}": {f"landing/{table}"}
        for table in ["customers", "products", "orders", "order_items"] for suffix in ["", "_keys"]},
-    **{f"silver/{table}": {f"bronze/{table}", f"bronze/{table}_keys"}
-       for table in ["customers", "products", "orders", "order_items"]},
+    **{f"silver/{table}": {f"bronze/{table}", f"bronze/{table}_keys"} for table in ["customers", "products", "orders"]},
     "silver/source_reconciliation": {f"{layer}/{table}" for table in ["customers", "products", "orders", "order_items"]
                                      for layer, table in [("bronze", f"{table}_keys"), ("silver", table)]},
+    **{f"silver/{table}_quarantine": {f"silver/{table}"} for table in ["customers", "products", "orders", "order_items"]},
     "silver/dim_customer": {"silver/customers"},
     "silver/dim_product": {"silver/products"},
     "silver/dim_orders": {"silver/orders"},
-    "silver/fact_orders": {"silver/order_items", "silver/dim_orders", "silver/dim_customer", "silver/dim_product"},
+    "silver/order_items": {"bronze/order_items", "bronze/order_items_keys", "silver/dim_orders",
+                           "silver/dim_customer", "silver/dim_product"},
+    "silver/fact_orders": {"silver/order_items", "silver/dim_orders"},
+    "silver/star_key_violations": {"silver/dim_customer", "silver/dim_product", "silver/dim_orders",
+                                   "silver/fact_orders"},
     "gold/sales_analytics": {"silver/fact_orders", "silver/dim_orders", "silver/dim_customer",
                              "silver/dim_product"},
     "gold/agg_daily_sales": {"gold/sales_analytics"},
@@ -31,14 +35,17 @@ EXPECTED_DEPS = {
 # The DLT expectations, mirrored as asset checks; and the landed-rows check of each table that
 # reads landed files, blocking.
 EXPECTED_EXPECTATION_CHECKS = {
-    ("silver/dim_customer", "valid_id"),
-    ("silver/dim_product", "valid_id"),
-    ("silver/dim_product", "valid_price"),
-    ("silver/dim_orders", "valid_id"),
-    ("silver/dim_orders", "valid_status"),
-    ("silver/fact_orders", "valid_id"),
-    ("silver/fact_orders", "valid_price"),
+    ("silver/customers", "valid_id"),
+    ("silver/products", "valid_id"),
+    ("silver/products", "valid_price"),
+    ("silver/orders", "valid_id"),
+    ("silver/orders", "valid_status"),
+    ("silver/order_items", "valid_id"),
+    ("silver/order_items", "valid_reference"),
+    ("silver/order_items", "valid_price"),
+    ("silver/order_items", "valid_quantity"),
     ("silver/source_reconciliation", "in_sync"),
+    ("silver/star_key_violations", "unique_keys"),
 }
 EXPECTED_MANIFEST_CHECKS = {(f"bronze/{table}{suffix}", "rows_match_manifest")
                             for table in ["customers", "products", "orders", "order_items"] for suffix in ["", "_keys"]}
@@ -78,7 +85,7 @@ def test_each_dlt_expectation_is_an_asset_check():
     assert EXPECTED_EXPECTATION_CHECKS | EXPECTED_MANIFEST_CHECKS <= checks
     lakehouse_blocking = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys
                           if graph.get_check_spec(key).blocking and key.asset_key.path[0] in ("bronze", "silver")}
-    assert lakehouse_blocking == EXPECTED_MANIFEST_CHECKS
+    assert lakehouse_blocking == EXPECTED_MANIFEST_CHECKS | {("silver/star_key_violations", "unique_keys")}
     # dbt's tests arrive as checks too: the not_null tests on the Gold sources among them.
     assert ("gold/sales_analytics", "source_not_null_gold_sales_analytics_item_price") in checks
 

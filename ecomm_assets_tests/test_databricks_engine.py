@@ -61,7 +61,7 @@ def selected(*names: str):
 
 
 def successful_update(update_id: str) -> list[dict]:
-    """What an update of bronze.orders, silver.dim_orders and silver.fact_orders logs. Dataset
+    """What an update of bronze.orders, silver.orders and silver.order_items logs. Dataset
     names come fully qualified, backticked or bare, to show the engine maps each of them."""
     return [
         event(None, "user_action", message="User ops@shop.example started an update.",
@@ -79,14 +79,15 @@ def successful_update(update_id: str) -> list[dict]:
                       data_quality={"dropped_records": 0, "expectations": []}),
         flow_progress(update_id, "ecomm_dw.bronze.orders", "RUNNING", metrics={"num_output_rows": 125}),
         flow_progress(update_id, "ecomm_dw.bronze.orders", "COMPLETED"),
-        flow_progress(update_id, "dim_orders", "RUNNING"),
-        flow_progress(update_id, "dim_orders", "COMPLETED", metrics={"num_output_rows": 396},
-                      data_quality=data_quality("dim_orders", 4,
+        flow_progress(update_id, "silver.orders", "RUNNING"),
+        flow_progress(update_id, "silver.orders", "COMPLETED", metrics={"num_output_rows": 400},
+                      data_quality=data_quality("orders", 0,
                                                 ("valid_id", 398, 2), ("valid_status", 397, 3))),
-        flow_progress(update_id, "`ecomm_dw`.`silver`.`fact_orders`", "COMPLETED",
-                      metrics={"num_output_rows": 1180},
-                      data_quality=data_quality("ecomm_dw.silver.fact_orders", 6,
-                                                ("valid_id", 1181, 5), ("valid_price", 1185, 1))),
+        flow_progress(update_id, "`ecomm_dw`.`silver`.`order_items`", "COMPLETED",
+                      metrics={"num_output_rows": 1186},
+                      data_quality=data_quality("ecomm_dw.silver.order_items", 0,
+                                                ("valid_id", 1181, 5), ("valid_price", 1185, 1),
+                                                ("not_declared_here", 1186, 0))),
         event(update_id, "update_progress", message=f"Update {update_id[:6]} is COMPLETED.",
               details={"update_progress": {"state": "COMPLETED"}}),
     ]
@@ -103,18 +104,19 @@ def test_refresh_runs_one_update_of_the_selection_and_reads_its_metrics(server, 
 
     with caplog.at_level(logging.INFO):
         updates = server.engine().refresh(
-            selected("bronze.orders", "silver.dim_orders", "silver.fact_orders"), ["2026-03-05"], log)
+            selected("bronze.orders", "silver.orders", "silver.order_items"), ["2026-03-05"], log)
 
     assert updates == [
         TableUpdate("bronze.orders", 425),
-        TableUpdate("silver.dim_orders", 396, (ExpectationResult("valid_id", 398, 2),
-                                               ExpectationResult("valid_status", 397, 3))),
-        TableUpdate("silver.fact_orders", 1180, (ExpectationResult("valid_id", 1181, 5),
+        TableUpdate("silver.orders", 400, (ExpectationResult("valid_id", 398, 2),
+                                           ExpectationResult("valid_status", 397, 3))),
+        TableUpdate("silver.order_items", 1186, (ExpectationResult("valid_id", 1181, 5),
                                                  ExpectationResult("valid_price", 1185, 1))),
     ]
+    assert "expectations ['not_declared_here'] that dlt_notebooks/ does not declare" in caplog.text
     [start] = server.calls("POST", rf"/api/2.0/pipelines/{PIPELINE_ID}/updates")
     assert start["body"] == {"refresh_selection": [
-        "ecomm_dw.bronze.orders", "ecomm_dw.silver.dim_orders", "ecomm_dw.silver.fact_orders"]}
+        "ecomm_dw.bronze.orders", "ecomm_dw.silver.orders", "ecomm_dw.silver.order_items"]}
     assert len(server.calls("GET", rf"/api/2.0/pipelines/{PIPELINE_ID}/updates/[\w-]+")) == 4
     first, *more = server.calls("GET", rf"/api/2.0/pipelines/{PIPELINE_ID}/events")
     assert first["query"]["filter"].startswith("timestamp >= '")
@@ -122,7 +124,7 @@ def test_refresh_runs_one_update_of_the_selection_and_reads_its_metrics(server, 
     api_calls = [r for r in server.requests if r["path"].startswith("/api/")]
     assert all(r["headers"]["Authorization"] == f"Bearer {TOKEN}" for r in api_calls)
     assert not server.calls("POST", r".*/stop")
-    assert "silver.fact_orders: 1180 rows written, 6 dropped by expectations" in caplog.text
+    assert "silver.order_items: 1186 rows written, 0 dropped by expectations" in caplog.text
     assert TOKEN not in caplog.text
 
 

@@ -87,16 +87,17 @@ def test_silver_keeps_the_version_the_source_has_drops_deleted_keys_and_counts_b
         key = source_tables()[table].primary_key
         land(zone, table, "2026-03-01", f"{key},updated_at\n")
         land(zone, table, None, f"{key},updated_at\n")
-    silver = ["silver.customers", "silver.products", "silver.orders", "silver.order_items",
-              "silver.source_reconciliation", "silver.dim_customer"]
-    engine.refresh([t for t in pipeline_tables() if t.layer == "bronze" or t.name in silver], ["2026-03-01"], log)
+    silver = [t for t in pipeline_tables() if t.layer == "silver"]
+    engine.refresh([t for t in pipeline_tables() if t.layer == "bronze"] + silver, ["2026-03-01"], log)
     engine.refresh([PIPELINE["bronze.customers"]], ["2026-03-02"], log)
-    updates = {u.name: u for u in engine.refresh([PIPELINE[name] for name in silver], [], log)}
+    updates = {u.name: u for u in engine.refresh(silver, [], log)}
 
-    [valid_id] = updates["silver.dim_customer"].expectations
+    [valid_id] = updates["silver.customers"].expectations
     assert (valid_id.passed_records, valid_id.failed_records) == (2, 2)
     assert query(engine, "SELECT customer_id, city, email FROM silver.dim_customer ORDER BY 1") == [
         (1, "Bangkok", "ann@x.com"), (2, "Hanoi", "")]  # an empty string stays one
+    assert sorted(query(engine, "SELECT customer_id, _failed_rules, _source_file FROM silver.customers_quarantine"),
+                  key=repr) == [(None, ["valid_id"], str(Path(zone.extracts_root) / "customers/ingestion_date=2026-03-01/customers.csv"))] * 2
     assert query(engine, "SELECT ingestion_date::VARCHAR, source_table, source_rows, silver_rows "
                          "FROM silver.source_reconciliation") == [("2026-03-01", "customers", 2, 2)]
 

@@ -8,6 +8,8 @@ a valid status, its price and quantity are valid and its order, customer and pro
 import random
 from decimal import Decimal
 
+import dagster as dg
+
 from conftest import DAYS, SERVED_TABLES, source_rows
 
 VALID_LINES = """
@@ -60,11 +62,11 @@ def test_kpis_equal_an_independent_computation_from_the_source(shop, new_pipelin
 
     # Every source row is accounted for. Each partition's file holds the rows the extract counted
     # in the source (its manifest) and Bronze holds exactly those; Silver holds the version of
-    # every key the source had at the extract (the reconciliation), and each of them is either
-    # kept or counted by the expectation that dropped it.
+    # every key the source had at the extract (the reconciliation), and each of them is either in
+    # the star schema or in quarantine with the rules it broke.
     checks = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
-    for source_table, silver_table in [("customers", "dim_customer"), ("products", "dim_product"),
-                                       ("orders", "dim_orders"), ("order_items", "fact_orders")]:
+    for source_table, star_table in [("customers", "dim_customer"), ("products", "dim_product"),
+                                     ("orders", "dim_orders"), ("order_items", "fact_orders")]:
         (source_count,), = source_rows(shop, f"SELECT count(*) FROM {source_table}")
         (in_window,), = source_rows(shop, f"""SELECT count(*) FROM {source_table}
             WHERE updated_at >= '2026-03-04 00:00+07' AND updated_at < '2026-03-06 00:00+07'""")
@@ -73,18 +75,20 @@ def test_kpis_equal_an_independent_computation_from_the_source(shop, new_pipelin
         assert landed.metadata["source_rows"].value == landed.metadata["table_rows"].value == in_window
         assert checks[(f"bronze/{source_table}_keys", "rows_match_manifest")].metadata["table_rows"].value == source_count
         assert len(pipeline.rows(f"silver.{source_table}")) == source_count
-        valid_id = checks[(f"silver/{silver_table}", "valid_id")].metadata
+        quarantined = len(pipeline.rows(f"silver.{source_table}_quarantine"))
+        assert len(pipeline.rows(f"silver.{star_table}")) + quarantined == source_count
+        valid_id = checks[(f"silver/{source_table}", "valid_id")].metadata
         assert valid_id["passed_records"].value + valid_id["failed_records"].value == source_count
-    reconciliation = checks[("silver/source_reconciliation", "in_sync")]
-    assert reconciliation.passed
+    assert checks[("silver/source_reconciliation", "in_sync")].passed
     assert sum(row[2] for row in pipeline.rows("silver.source_reconciliation")) == sum(
         count for (count,) in source_rows(shop, """SELECT (SELECT count(*) FROM customers) + (SELECT count(*) FROM products)
             + (SELECT count(*) FROM orders) + (SELECT count(*) FROM order_items)"""))
-    assert checks[("silver/dim_orders", "valid_status")].metadata["failed_records"].value == 3
-    assert checks[("silver/fact_orders", "valid_price")].metadata["failed_records"].value == 3
+    assert checks[("silver/orders", "valid_status")].metadata["failed_records"].value == 3
+    assert checks[("silver/order_items", "valid_price")].metadata["failed_records"].value == 3
     (lines_of_invalid_orders,), = source_rows(shop, """SELECT count(*) FROM order_items i
         JOIN orders o USING (order_id) WHERE o.status = 'returned'""")
-    assert checks[("silver/fact_orders", "valid_id")].metadata["failed_records"].value == lines_of_invalid_orders
+    assert checks[("silver/order_items", "valid_reference")].metadata["failed_records"].value == lines_of_invalid_orders
+    assert checks[("silver/star_key_violations", "unique_keys")].passed
     assert len(pipeline.rows("gold.sales_analytics")) == len(pipeline.rows("silver.fact_orders"))
 
 
@@ -129,3 +133,26 @@ def test_rematerializing_a_partition_changes_no_table(shop, new_pipeline):
 
     assert {table: pipeline.rows(table) for table in tables} == before
     assert sorted(p.relative_to(pipeline.home) for p in (pipeline.home / "landing").rglob("*") if p.is_file()) == landed
+
+
+def test_each_run_records_its_checks_on_its_days(shop, new_pipeline, tmp_path):
+    """What the UI's partition view reads: each ingestion date's check result, failed on the days
+    whose rows break the rule and passed on the others, for daily runs and a range backfill alike."""
+    bad_days = {day for (day,) in source_rows(shop, """
+        SELECT DISTINCT to_char(updated_at AT TIME ZONE 'Asia/Bangkok', 'YYYY-MM-DD') FROM orders
+        WHERE status NOT IN ('shipped', 'delivered', 'cancelled', 'pending')""")}
+    good_day = next(day for day in DAYS if day not in bad_days)
+    bad_day = min(bad_days)
+    valid_status = dg.AssetCheckKey(dg.AssetKey(["silver", "orders"]), "valid_status")
+    with dg.instance_for_test() as instance:
+        def recorded() -> dict[str, str]:
+            return {info.partition_key: info.latest_execution_status.value for info in
+                    instance.event_log_storage.get_asset_check_partition_info([valid_status])}
+
+        daily = new_pipeline("daily", instance)
+        daily.materialize(good_day)
+        daily.materialize(bad_day)
+        assert recorded() == {good_day: "SUCCEEDED", bad_day: "FAILED"}
+
+        new_pipeline("backfill", instance).materialize(DAYS[0], DAYS[-1])
+        assert recorded() == {day: "FAILED" if day in bad_days else "SUCCEEDED" for day in DAYS}

@@ -14,7 +14,7 @@ PG_PASSWORD = "pg-Secret-4711"
 AWS_SECRET = "aws-Secret-0815"
 SECRETS = [PG_PASSWORD, AWS_SECRET, TOKEN]
 SELECTION = [dg.AssetKey(["landing", "orders"]), dg.AssetKey(["bronze", "orders"]),
-             dg.AssetKey(["silver", "dim_orders"])]
+             dg.AssetKey(["silver", "orders"])]
 
 
 @pytest.fixture
@@ -43,25 +43,33 @@ def test_no_secret_leaks_from_a_production_run(prod_env, capfd):
     resources, databricks = prod_env
     landing = resources["landing_zone"]
 
-    def bronze_counts(statement: str) -> list[list[str]]:
-        """Bronze on the warehouse holds what the extract landed."""
-        assert "FROM ecomm_dw.bronze.orders WHERE _ingestion_date IN (DATE'2026-03-02')" in statement
-        [(name, landed)] = landing.read_manifest("orders/ingestion_date=2026-03-02")["files"].items()
-        return [[f"{landing.extracts_root}/orders/ingestion_date=2026-03-02/{name}", str(landed["rows"])]]
+    def warehouse(statement: str) -> list[list[str]]:
+        """Bronze on the warehouse holds what the extract landed; Silver one order with a bad status."""
+        if "FROM ecomm_dw.bronze.orders WHERE _ingestion_date IN (DATE'2026-03-02')" in statement:
+            [(name, landed)] = landing.read_manifest("orders/ingestion_date=2026-03-02")["files"].items()
+            return [[f"{landing.extracts_root}/orders/ingestion_date=2026-03-02/{name}", str(landed["rows"])]]
+        if "FROM silver.orders GROUP BY 1" in statement:  # rows and failures per ingestion date
+            return [["2026-03-02", "80", "0", "1"]]
+        if "FROM ecomm_dw.silver.orders WHERE NOT" in statement:  # a sample of the failing keys
+            return [["4711"]]
+        raise AssertionError(f"unexpected statement {statement}")
 
-    databricks.answer_sql = bronze_counts
+    databricks.answer_sql = warehouse
     databricks.queued.append(Update(["RUNNING", "COMPLETED"], lambda update_id: [
         flow_progress(update_id, "ecomm_dw.bronze.orders", "RUNNING", metrics={"num_output_rows": 80}),
-        flow_progress(update_id, "ecomm_dw.silver.dim_orders", "COMPLETED", metrics={"num_output_rows": 79},
-                      data_quality=data_quality("dim_orders", 1, ("valid_id", 80, 0), ("valid_status", 79, 1))),
+        flow_progress(update_id, "ecomm_dw.silver.orders", "COMPLETED", metrics={"num_output_rows": 80},
+                      data_quality=data_quality("orders", 0, ("valid_id", 80, 0), ("valid_status", 79, 1))),
     ]))
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(defs.assets, selection=SELECTION, partition_key=DAYS[1],
                                 resources=resources,
                                 instance=instance)
         assert result.success
-        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-        assert checks == {"rows_match_manifest": True, "valid_id": True, "valid_status": False}
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert {name: e.passed for name, e in checks.items()} == {
+            "rows_match_manifest": True, "valid_id": True, "valid_status": False}
+        assert checks["valid_status"].partition == DAYS[1]  # recorded on the run's partition
+        assert checks["valid_status"].metadata["failed_sample"].value == ["4711"]
         # the secrets did travel where they belong: the token to the Pipelines API
         assert databricks.requests[-1]["headers"]["Authorization"] == f"Bearer {TOKEN}"
         stored = stored_events(instance, result.run_id)

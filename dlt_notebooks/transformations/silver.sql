@@ -1,20 +1,33 @@
 -- Silver, in two steps.
 --
--- 1. silver.<table>: ecomm-db as it stood at the latest extract, one row per key, typed. Of the
---    versions landed for a key, the one the key snapshot names wins; a key changed after the
---    extracted windows (empty updated_at in the snapshot) keeps its latest landed version until
---    its partition runs. A key missing from the snapshot was deleted in the source and is gone.
---    Rows whose key does not parse are all kept, so that valid_id drops and counts each one.
---    Normalisations: text is trimmed, email lower-cased, status lower(trim()); an empty string
---    stays an empty string; timestamps are UTC instants.
--- 2. The star schema on top, with the expectations. A row that fails an expectation is dropped
---    and counts nowhere downstream; each expectation's failures are in the pipeline's event log
---    (and in the Dagster asset checks).
+-- 1. silver.<table> (customers, products, orders, order_items): ecomm-db as it stood at the latest
+--    extract, one row per key, typed. Of the versions landed for a key, the one the key snapshot
+--    names wins; a key changed after the extracted windows (empty updated_at in the snapshot)
+--    keeps its latest landed version until its partition runs. A key missing from the snapshot
+--    was deleted in the source and is gone. A row whose key does not parse is told apart by its
+--    values: each distinct one is kept (and quarantined by valid_id). A version
+--    landed twice (the lookback extracts the day before again) counts once, on the ingestion date
+--    it first landed on, so a day's checks judge that day's changes.
+--    Each table evaluates its data contract rules once per row: _failed_rules lists the rules a
+--    row breaks, and one expectation per rule counts them (the Dagster asset checks).
+-- 2. The star schema takes the rows that break no rule; silver.<table>_quarantine keeps the others,
+--    with the rules they broke and the file and ingestion date they came from. A quarantined row
+--    counts nowhere downstream, and an order line whose order, customer or product is quarantined
+--    or missing is quarantined itself (valid_reference).
 --
--- silver.source_reconciliation then checks step 1 against the key snapshot, day by day.
+-- Normalisations, the same on every engine:
+--   - every text column is trimmed; email is lower-cased; status is compared after lower(trim());
+--   - an empty string stays an empty string (only an empty CSV field, PostgreSQL's NULL, is NULL);
+--   - numbers and timestamps that do not parse become NULL (try_cast), so a rule catches them;
+--   - timestamps are UTC instants; order_date is the date of ordered_at in Asia/Bangkok;
+--   - a quantity must be positive (valid_quantity); a price may be zero, not negative (valid_price).
+--
+-- silver.source_reconciliation checks step 1 against the key snapshot, day by day.
 
-CREATE OR REFRESH MATERIALIZED VIEW silver.customers
-COMMENT 'Every customer in ecomm-db at the latest extract, typed, in the version the source had then.'
+CREATE OR REFRESH MATERIALIZED VIEW silver.customers (
+  CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id'))
+)
+COMMENT 'Every customer in ecomm-db at the latest extract, typed, in the version the source had then, with the rules it breaks.'
 AS WITH landed AS (
   SELECT
     try_cast(customer_id AS BIGINT) AS customer_id,
@@ -32,16 +45,24 @@ AS WITH landed AS (
   SELECT try_cast(customer_id AS BIGINT) AS customer_id, try_cast(updated_at AS TIMESTAMP) AS updated_at
   FROM bronze.customers_keys
 )
-SELECT landed.*
+SELECT
+  landed.*,
+  filter(array(
+    if(landed.customer_id IS NOT NULL, NULL, 'valid_id')
+  ), rule -> rule IS NOT NULL) AS _failed_rules
 FROM landed LEFT JOIN source ON source.customer_id = landed.customer_id
 WHERE landed.customer_id IS NULL OR source.customer_id IS NOT NULL
-QUALIFY landed.customer_id IS NULL
-  OR row_number() OVER (PARTITION BY landed.customer_id
-                        ORDER BY coalesce(landed.updated_at = source.updated_at, false) DESC,
-                                 landed.updated_at DESC, landed._ingestion_date DESC) = 1;
+QUALIFY row_number() OVER (
+  PARTITION BY landed.customer_id,
+               if(landed.customer_id IS NULL, to_json(struct(landed.first_name, landed.last_name, landed.email, landed.city, landed.country, landed.created_at, landed.updated_at)), NULL)
+  ORDER BY coalesce(landed.updated_at = source.updated_at, false) DESC,
+           landed.updated_at DESC, landed._ingestion_date) = 1;
 
-CREATE OR REFRESH MATERIALIZED VIEW silver.products
-COMMENT 'Every product in ecomm-db at the latest extract, typed, in the version the source had then.'
+CREATE OR REFRESH MATERIALIZED VIEW silver.products (
+  CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id')),
+  CONSTRAINT valid_price EXPECT (NOT array_contains(_failed_rules, 'valid_price'))
+)
+COMMENT 'Every product in ecomm-db at the latest extract, typed, in the version the source had then, with the rules it breaks.'
 AS WITH landed AS (
   SELECT
     try_cast(product_id AS BIGINT) AS product_id,
@@ -57,16 +78,25 @@ AS WITH landed AS (
   SELECT try_cast(product_id AS BIGINT) AS product_id, try_cast(updated_at AS TIMESTAMP) AS updated_at
   FROM bronze.products_keys
 )
-SELECT landed.*
+SELECT
+  landed.*,
+  filter(array(
+    if(landed.product_id IS NOT NULL, NULL, 'valid_id'),
+    if(landed.unit_price >= 0, NULL, 'valid_price')
+  ), rule -> rule IS NOT NULL) AS _failed_rules
 FROM landed LEFT JOIN source ON source.product_id = landed.product_id
 WHERE landed.product_id IS NULL OR source.product_id IS NOT NULL
-QUALIFY landed.product_id IS NULL
-  OR row_number() OVER (PARTITION BY landed.product_id
-                        ORDER BY coalesce(landed.updated_at = source.updated_at, false) DESC,
-                                 landed.updated_at DESC, landed._ingestion_date DESC) = 1;
+QUALIFY row_number() OVER (
+  PARTITION BY landed.product_id,
+               if(landed.product_id IS NULL, to_json(struct(landed.product_name, landed.category, landed.unit_price, landed.created_at, landed.updated_at)), NULL)
+  ORDER BY coalesce(landed.updated_at = source.updated_at, false) DESC,
+           landed.updated_at DESC, landed._ingestion_date) = 1;
 
-CREATE OR REFRESH MATERIALIZED VIEW silver.orders
-COMMENT 'Every order in ecomm-db at the latest extract, typed, in the version the source had then.'
+CREATE OR REFRESH MATERIALIZED VIEW silver.orders (
+  CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id')),
+  CONSTRAINT valid_status EXPECT (NOT array_contains(_failed_rules, 'valid_status'))
+)
+COMMENT 'Every order in ecomm-db at the latest extract, typed, in the version the source had then, with the rules it breaks.'
 AS WITH landed AS (
   SELECT
     try_cast(order_id AS BIGINT) AS order_id,
@@ -83,16 +113,59 @@ AS WITH landed AS (
   SELECT try_cast(order_id AS BIGINT) AS order_id, try_cast(updated_at AS TIMESTAMP) AS updated_at
   FROM bronze.orders_keys
 )
-SELECT landed.*
+SELECT
+  landed.*,
+  filter(array(
+    if(landed.order_id IS NOT NULL AND landed.customer_id IS NOT NULL AND landed.ordered_at IS NOT NULL,
+       NULL, 'valid_id'),
+    if(landed.status IN ('shipped', 'delivered', 'cancelled', 'pending'), NULL, 'valid_status')
+  ), rule -> rule IS NOT NULL) AS _failed_rules
 FROM landed LEFT JOIN source ON source.order_id = landed.order_id
 WHERE landed.order_id IS NULL OR source.order_id IS NOT NULL
-QUALIFY landed.order_id IS NULL
-  OR row_number() OVER (PARTITION BY landed.order_id
-                        ORDER BY coalesce(landed.updated_at = source.updated_at, false) DESC,
-                                 landed.updated_at DESC, landed._ingestion_date DESC) = 1;
+QUALIFY row_number() OVER (
+  PARTITION BY landed.order_id,
+               if(landed.order_id IS NULL, to_json(struct(landed.customer_id, landed.ordered_at, landed.status, landed.payment_method, landed.created_at, landed.updated_at)), NULL)
+  ORDER BY coalesce(landed.updated_at = source.updated_at, false) DESC,
+           landed.updated_at DESC, landed._ingestion_date) = 1;
 
-CREATE OR REFRESH MATERIALIZED VIEW silver.order_items
-COMMENT 'Every order line in ecomm-db at the latest extract, typed, in the version the source had then.'
+CREATE OR REFRESH MATERIALIZED VIEW silver.dim_customer
+COMMENT 'Clean customer profile: the current version of each customer that breaks no rule.'
+AS SELECT
+  customer_id, first_name, last_name, email, city, country, created_at, updated_at,
+  current_timestamp() AS _processed_at
+FROM silver.customers
+WHERE size(_failed_rules) = 0;
+
+CREATE OR REFRESH MATERIALIZED VIEW silver.dim_product
+COMMENT 'Product details: the current name, category and list price of each product that breaks no rule.'
+AS SELECT
+  product_id, product_name, category, unit_price, created_at, updated_at,
+  current_timestamp() AS _processed_at
+FROM silver.products
+WHERE size(_failed_rules) = 0;
+
+CREATE OR REFRESH MATERIALIZED VIEW silver.dim_orders
+COMMENT 'Order details: the current status and payment method of each order that breaks no rule, and its order_date in Asia/Bangkok.'
+AS SELECT
+  order_id,
+  customer_id,
+  ordered_at,
+  to_date(from_utc_timestamp(ordered_at, 'Asia/Bangkok')) AS order_date,
+  status,
+  payment_method,
+  created_at,
+  updated_at,
+  current_timestamp() AS _processed_at
+FROM silver.orders
+WHERE size(_failed_rules) = 0;
+
+CREATE OR REFRESH MATERIALIZED VIEW silver.order_items (
+  CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id')),
+  CONSTRAINT valid_reference EXPECT (NOT array_contains(_failed_rules, 'valid_reference')),
+  CONSTRAINT valid_price EXPECT (NOT array_contains(_failed_rules, 'valid_price')),
+  CONSTRAINT valid_quantity EXPECT (NOT array_contains(_failed_rules, 'valid_quantity'))
+)
+COMMENT 'Every order line in ecomm-db at the latest extract, typed, in the version the source had then, with the rules it breaks. valid_reference: its order (with that order''s customer) and its product are in the star schema.'
 AS WITH landed AS (
   SELECT
     try_cast(order_item_id AS BIGINT) AS order_item_id,
@@ -109,13 +182,58 @@ AS WITH landed AS (
   SELECT try_cast(order_item_id AS BIGINT) AS order_item_id, try_cast(updated_at AS TIMESTAMP) AS updated_at
   FROM bronze.order_items_keys
 )
-SELECT landed.*
-FROM landed LEFT JOIN source ON source.order_item_id = landed.order_item_id
+SELECT
+  landed.*,
+  filter(array(
+    if(landed.order_item_id IS NOT NULL, NULL, 'valid_id'),
+    if(dim_orders.order_id IS NOT NULL AND dim_customer.customer_id IS NOT NULL
+       AND dim_product.product_id IS NOT NULL, NULL, 'valid_reference'),
+    if(landed.item_price >= 0, NULL, 'valid_price'),
+    if(landed.quantity > 0, NULL, 'valid_quantity')
+  ), rule -> rule IS NOT NULL) AS _failed_rules
+FROM landed
+LEFT JOIN source ON source.order_item_id = landed.order_item_id
+LEFT JOIN silver.dim_orders ON dim_orders.order_id = landed.order_id
+LEFT JOIN silver.dim_customer ON dim_customer.customer_id = dim_orders.customer_id
+LEFT JOIN silver.dim_product ON dim_product.product_id = landed.product_id
 WHERE landed.order_item_id IS NULL OR source.order_item_id IS NOT NULL
-QUALIFY landed.order_item_id IS NULL
-  OR row_number() OVER (PARTITION BY landed.order_item_id
-                        ORDER BY coalesce(landed.updated_at = source.updated_at, false) DESC,
-                                 landed.updated_at DESC, landed._ingestion_date DESC) = 1;
+QUALIFY row_number() OVER (
+  PARTITION BY landed.order_item_id,
+               if(landed.order_item_id IS NULL, to_json(struct(landed.order_id, landed.product_id, landed.quantity, landed.item_price, landed.created_at, landed.updated_at)), NULL)
+  ORDER BY coalesce(landed.updated_at = source.updated_at, false) DESC,
+           landed.updated_at DESC, landed._ingestion_date) = 1;
+
+CREATE OR REFRESH MATERIALIZED VIEW silver.fact_orders
+COMMENT 'Sales fact, one row per order line that breaks no rule: the current version of each line with its order date, customer and product.'
+AS SELECT
+  order_items.order_item_id,
+  order_items.order_id,
+  dim_orders.customer_id,
+  order_items.product_id,
+  dim_orders.order_date,
+  order_items.quantity,
+  order_items.item_price,
+  order_items.updated_at,
+  current_timestamp() AS _processed_at
+FROM silver.order_items
+JOIN silver.dim_orders ON dim_orders.order_id = order_items.order_id
+WHERE size(order_items._failed_rules) = 0;
+
+CREATE OR REFRESH MATERIALIZED VIEW silver.customers_quarantine
+COMMENT 'The rows of silver.customers that break a rule and reach no star table: each with the rules it broke (_failed_rules), the landed file and the ingestion date it came from.'
+AS SELECT * FROM silver.customers WHERE size(_failed_rules) > 0;
+
+CREATE OR REFRESH MATERIALIZED VIEW silver.products_quarantine
+COMMENT 'The rows of silver.products that break a rule and reach no star table: each with the rules it broke (_failed_rules), the landed file and the ingestion date it came from.'
+AS SELECT * FROM silver.products WHERE size(_failed_rules) > 0;
+
+CREATE OR REFRESH MATERIALIZED VIEW silver.orders_quarantine
+COMMENT 'The rows of silver.orders that break a rule and reach no star table: each with the rules it broke (_failed_rules), the landed file and the ingestion date it came from.'
+AS SELECT * FROM silver.orders WHERE size(_failed_rules) > 0;
+
+CREATE OR REFRESH MATERIALIZED VIEW silver.order_items_quarantine
+COMMENT 'The rows of silver.order_items that break a rule and reach no star table: each with the rules it broke (_failed_rules), the landed file and the ingestion date it came from.'
+AS SELECT * FROM silver.order_items WHERE size(_failed_rules) > 0;
 
 CREATE OR REFRESH MATERIALIZED VIEW silver.source_reconciliation (
   CONSTRAINT in_sync EXPECT (silver_rows = source_rows)
@@ -146,61 +264,22 @@ SELECT
   count_if(silver.updated_at = source.updated_at) AS silver_rows
 FROM source_versions AS source
 LEFT JOIN silver_versions AS silver ON silver.source_table = source.source_table AND silver.id = source.id
-WHERE source.updated_at IS NOT NULL
+-- A row without a key cannot be matched: Silver keeps every one of them, quarantined (valid_id).
+WHERE source.updated_at IS NOT NULL AND source.id IS NOT NULL
 GROUP BY 1, 2;
 
-CREATE OR REFRESH MATERIALIZED VIEW silver.dim_customer (
-  CONSTRAINT valid_id EXPECT (customer_id IS NOT NULL) ON VIOLATION DROP ROW
+CREATE OR REFRESH MATERIALIZED VIEW silver.star_key_violations (
+  CONSTRAINT unique_keys EXPECT (key IS NOT NULL AND rows = 1) ON VIOLATION FAIL UPDATE
 )
-COMMENT 'Clean customer profile: the current version of each customer.'
-AS SELECT
-  customer_id, first_name, last_name, email, city, country, created_at, updated_at,
-  current_timestamp() AS _processed_at
-FROM silver.customers;
-
-CREATE OR REFRESH MATERIALIZED VIEW silver.dim_product (
-  CONSTRAINT valid_id EXPECT (product_id IS NOT NULL) ON VIOLATION DROP ROW,
-  CONSTRAINT valid_price EXPECT (unit_price >= 0) ON VIOLATION DROP ROW
-)
-COMMENT 'Product details: the current name, category and list price of each product.'
-AS SELECT
-  product_id, product_name, category, unit_price, created_at, updated_at,
-  current_timestamp() AS _processed_at
-FROM silver.products;
-
-CREATE OR REFRESH MATERIALIZED VIEW silver.dim_orders (
-  CONSTRAINT valid_id EXPECT (order_id IS NOT NULL AND customer_id IS NOT NULL AND ordered_at IS NOT NULL) ON VIOLATION DROP ROW,
-  CONSTRAINT valid_status EXPECT (status IN ('shipped', 'delivered', 'cancelled', 'pending')) ON VIOLATION DROP ROW
-)
-COMMENT 'Order details: the current status and payment method of each order, and its order_date in Asia/Bangkok.'
-AS SELECT
-  order_id,
-  customer_id,
-  ordered_at,
-  to_date(from_utc_timestamp(ordered_at, 'Asia/Bangkok')) AS order_date,
-  status,
-  payment_method,
-  created_at,
-  updated_at,
-  current_timestamp() AS _processed_at
-FROM silver.orders;
-
-CREATE OR REFRESH MATERIALIZED VIEW silver.fact_orders (
-  CONSTRAINT valid_id EXPECT (order_item_id IS NOT NULL AND order_id IS NOT NULL AND customer_id IS NOT NULL AND product_id IS NOT NULL) ON VIOLATION DROP ROW,
-  CONSTRAINT valid_price EXPECT (item_price >= 0 AND quantity > 0) ON VIOLATION DROP ROW
-)
-COMMENT 'Sales fact, one row per order item: the current version of each line with its order, customer and product resolved. A line whose order, customer or product is missing or was dropped fails valid_id.'
-AS SELECT
-  order_items.order_item_id,
-  dim_orders.order_id,
-  dim_customer.customer_id,
-  dim_product.product_id,
-  dim_orders.order_date,
-  order_items.quantity,
-  order_items.item_price,
-  order_items.updated_at,
-  current_timestamp() AS _processed_at
-FROM silver.order_items
-LEFT JOIN silver.dim_orders ON dim_orders.order_id = order_items.order_id
-LEFT JOIN silver.dim_customer ON dim_customer.customer_id = dim_orders.customer_id
-LEFT JOIN silver.dim_product ON dim_product.product_id = order_items.product_id;
+COMMENT 'The primary keys of the star schema that are NULL or not unique: empty, or the update fails.'
+AS SELECT 'dim_customer' AS star_table, customer_id AS key, count(*) AS rows FROM silver.dim_customer
+   GROUP BY customer_id HAVING customer_id IS NULL OR count(*) > 1
+UNION ALL
+SELECT 'dim_product', product_id, count(*) FROM silver.dim_product
+   GROUP BY product_id HAVING product_id IS NULL OR count(*) > 1
+UNION ALL
+SELECT 'dim_orders', order_id, count(*) FROM silver.dim_orders
+   GROUP BY order_id HAVING order_id IS NULL OR count(*) > 1
+UNION ALL
+SELECT 'fact_orders', order_item_id, count(*) FROM silver.fact_orders
+   GROUP BY order_item_id HAVING order_item_id IS NULL OR count(*) > 1;

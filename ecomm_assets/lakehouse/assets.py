@@ -6,16 +6,21 @@ descriptions, column schemas and checks are all read from the SQL. Every table t
 files also gets the blocking check ``rows_match_manifest``.
 """
 
+import warnings
 from collections.abc import Sequence
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from ecomm_assets.extract.landing_zone import LandingZone, data_file, partition_folder
-from ecomm_assets.lakehouse.engine import LakehouseEngine, TableUpdate
+from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate
 from ecomm_assets.lakehouse.pipeline_sql import PipelineTable, pipeline_tables
 from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dates
 
 MANIFEST_CHECK = "rows_match_manifest"
+INGESTION_DATE = "_ingestion_date"
 
 
 def asset_key(table_name: str) -> dg.AssetKey:
@@ -44,13 +49,28 @@ def _spec(table: PipelineTable) -> dg.AssetSpec:
     )
 
 
+def _quarantine(table: PipelineTable) -> str | None:
+    """The quarantine table of ``table`` (``<table>_quarantine`` in the pipeline), if it has one."""
+    name = f"{table.name}_quarantine"
+    return name if any(t.name == name for t in pipeline_tables()) else None
+
+
 def _check_specs(table: PipelineTable) -> list[dg.AssetCheckSpec]:
+    """The table's checks, each recorded on the run's partition when the run has one (a preview
+    feature of Dagster 1.13, used on purpose: its warning is silenced here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return _partitioned_check_specs(table)
+
+
+def _partitioned_check_specs(table: PipelineTable) -> list[dg.AssetCheckSpec]:
     specs = [
         dg.AssetCheckSpec(
             name=expectation.name,
             asset=asset_key(table.name),
             description=expectation.description,
             blocking=expectation.action == "fail",
+            partitions_def=ingestion_date_partitions,
         )
         for expectation in table.expectations
     ]
@@ -62,8 +82,48 @@ def _check_specs(table: PipelineTable) -> list[dg.AssetCheckSpec]:
             "rows the extract counted in ecomm-db (its manifest): source rows in the window = landed "
             "rows = rows in the table, nothing lost on the way.",
             blocking=True,
+            partitions_def=ingestion_date_partitions,
         ))
     return specs
+
+
+def _failures_by_day(table: PipelineTable, lakehouse: LakehouseEngine) -> dict[str, tuple[int, ...]]:
+    """{ingestion date: (rows, failures of each expectation)} for a table whose rows carry
+    ``_ingestion_date``; empty for any other."""
+    if INGESTION_DATE not in dict(table.columns) or not table.expectations:
+        return {}
+    failures = ", ".join(f"count_if(NOT coalesce({e.condition}, false))" for e in table.expectations)
+    rows = lakehouse.query(f"SELECT CAST({INGESTION_DATE} AS STRING), count(*), {failures} "
+                           f"FROM {table.name} GROUP BY 1")
+    return {str(day): tuple(int(n) for n in counts) for day, *counts in rows}
+
+
+Evaluations = dict[str, tuple[bool, dict]]
+"""A check's result on each ingestion date of a run: {date: (passed, metadata)}."""
+
+
+def _expectation_evaluations(table: PipelineTable, result: ExpectationResult, dates: Sequence[str],
+                             by_day: dict[str, tuple[int, ...]]) -> Evaluations:
+    """A date passes when none of its rows fails the expectation; a table whose rows do not carry
+    _ingestion_date is judged whole, the same on every date."""
+    index = 1 + [e.name for e in table.expectations].index(result.name)
+    failed_by_day = {day: counts[index] for day, counts in sorted(by_day.items()) if counts[index]}
+    metadata = {
+        "passed_records": result.passed_records,
+        "failed_records": result.failed_records,
+        "failed_sample": dg.MetadataValue.json(list(result.failed_sample)),
+        "failed_by_ingestion_date": dg.MetadataValue.json(failed_by_day),
+    }
+    if quarantine := _quarantine(table):
+        metadata["quarantine"] = f"ecomm_dw.{quarantine}"
+        metadata["quarantined_rows"] = dg.MetadataValue.md(
+            f"`SELECT * FROM ecomm_dw.{quarantine} WHERE array_contains(_failed_rules, '{result.name}')`")
+    if not by_day:
+        return {day: (result.failed_records == 0, metadata) for day in dates}
+    return {day: (failed_by_day.get(day, 0) == 0,
+                  {"partition_records": by_day.get(day, (0,))[0],
+                   "partition_failed_records": failed_by_day.get(day, 0), **metadata})
+            for day in dates}
 
 
 def _landed_files(table: PipelineTable, ingestion_dates: Sequence[str]) -> list[str]:
@@ -74,27 +134,39 @@ def _landed_files(table: PipelineTable, ingestion_dates: Sequence[str]) -> list[
     return [table.landing_files]
 
 
-def _rows_match_manifest(table: PipelineTable, update: TableUpdate, ingestion_dates: Sequence[str],
-                         landing_zone: LandingZone) -> dg.AssetCheckResult:
+def _manifest_evaluations(table: PipelineTable, update: TableUpdate, dates: Sequence[str],
+                          full_refresh: bool, landing_zone: LandingZone) -> Evaluations:
+    """Each date is judged on its own landed file and on every file not of a run date (the key
+    snapshot, or the other days' files a full refresh read)."""
     files = []
-    for key in sorted(set(_landed_files(table, ingestion_dates)) | set(update.rows_by_file)):
+    for key in sorted(set(_landed_files(table, [] if full_refresh else dates)) | set(update.rows_by_file)):
         folder, name = key.rsplit("/", 1)
         manifest = landing_zone.read_manifest(folder) or {"files": {}}
         files.append({"file": key, "source_rows": manifest["files"].get(name, {}).get("rows"),
                       "table_rows": update.rows_by_file.get(key, 0)})
-    mismatched = [f["file"] for f in files if f["source_rows"] != f["table_rows"]]
-    return dg.AssetCheckResult(
-        asset_key=asset_key(table.name),
-        check_name=MANIFEST_CHECK,
-        passed=not mismatched,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "source_rows": sum(f["source_rows"] or 0 for f in files),
-            "table_rows": sum(f["table_rows"] for f in files),
+    run_date = {f"{partition_folder(table.landing_table, d)}/{data_file(table.landing_table)}": d for d in dates}
+    evaluations = {}
+    for day in dates:
+        own = [f for f in files if run_date.get(f["file"], day) == day]
+        mismatched = [f["file"] for f in own if f["source_rows"] != f["table_rows"]]
+        evaluations[day] = (not mismatched, {
+            "source_rows": sum(f["source_rows"] or 0 for f in own),
+            "table_rows": sum(f["table_rows"] for f in own),
             "mismatched_files": dg.MetadataValue.json(mismatched),
-            "files": dg.MetadataValue.json(files),
-        },
-    )
+            "files": dg.MetadataValue.json(own),
+        })
+    return evaluations
+
+
+def _materializations_of_run(context: dg.AssetExecutionContext, key: dg.AssetKey, dates: Sequence[str]
+                             ) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """The materialization this run recorded for each date of ``key``: what its checks looked at."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(dates)), limit=len(dates)
+    ).records
+    return {r.partition_key: AssetCheckEvaluationTargetMaterializationData(
+        storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp)
+            for r in records if r.run_id == context.run.run_id}
 
 
 class LakehouseRunConfig(dg.Config):
@@ -119,31 +191,37 @@ def lakehouse_tables(
     tables = {t.name: t for t in pipeline_tables() if asset_key(t.name) in context.selected_asset_keys}
     with lakehouse.writing(context.log, holder=f"run {context.run.run_id} (lakehouse refresh)"):
         updates = lakehouse.refresh(list(tables.values()), dates, context.log, config.full_refresh)
+        by_day = {update.name: _failures_by_day(tables[update.name], lakehouse) for update in updates}
     for update in updates:
-        key, table = asset_key(update.name), tables[update.name]
-        check_results = [
-            dg.AssetCheckResult(
-                asset_key=key,
-                check_name=result.name,
-                passed=result.failed_records == 0,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "passed_records": result.passed_records,
-                    "failed_records": result.failed_records,
-                    "failed_sample": dg.MetadataValue.json(list(result.failed_sample)),
-                },
-            )
-            for result in update.expectations
-        ]
-        if table.landing_files:
-            check_results.append(_rows_match_manifest(table, update, [] if config.full_refresh else dates,
-                                                      landing_zone))
+        table = tables[update.name]
         yield dg.MaterializeResult(
-            asset_key=key,
+            asset_key=asset_key(table.name),
             metadata={
                 "dagster/row_count": update.row_count,
-                **{f"dropped_by_{r.name}": r.failed_records for r in update.expectations},
+                **{f"dropped_by_{e.name}": r.failed_records
+                   for e, r in zip(table.expectations, update.expectations) if e.action == "drop"},
             },
-            check_results=[r for r in check_results
-                           if dg.AssetCheckKey(key, r.check_name) in context.selected_asset_check_keys],
         )
+    # Each check is recorded on each ingestion date of the run, a range backfill included, so the
+    # partition view shows which day failed; then its output, which a blocking check waits on.
+    check_outputs = {spec.key: name for name, spec in context.assets_def.check_specs_by_output_name.items()}
+    for update in updates:
+        table, key = tables[update.name], asset_key(update.name)
+        evaluations = {result.name: _expectation_evaluations(table, result, dates, by_day[update.name])
+                       for result in update.expectations}
+        if table.landing_files:
+            evaluations[MANIFEST_CHECK] = _manifest_evaluations(table, update, dates, config.full_refresh,
+                                                                landing_zone)
+        targets = _materializations_of_run(context, key, dates)
+        for check_name, by_date in evaluations.items():
+            check_key = dg.AssetCheckKey(key, check_name)
+            if check_key not in context.selected_asset_check_keys:
+                continue
+            blocking = context.assets_def.get_spec_for_check_key(check_key).blocking
+            for day, (passed, metadata) in by_date.items():
+                yield dg.AssetCheckEvaluation(
+                    asset_key=key, check_name=check_name, passed=passed, metadata=metadata, partition=day,
+                    severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
+                    blocking=blocking, target_materialization_data=targets.get(day),
+                )
+            yield dg.Output(None, output_name=check_outputs[check_key])

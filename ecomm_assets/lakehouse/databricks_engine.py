@@ -28,6 +28,7 @@ from ecomm_assets.lakehouse.pipeline_sql import SOURCE_FILE, PipelineTable
 
 _FINAL_STATES = {"COMPLETED", "FAILED", "CANCELED"}
 _EVENTS_PAGE_SIZE = 250  # the endpoint takes up to 1000 and may return fewer
+_SAMPLE_SIZE = 5
 
 
 class DatabricksLakehouse(LakehouseEngine):
@@ -77,12 +78,30 @@ class DatabricksLakehouse(LakehouseEngine):
             )
         if update.state.value == "CANCELED":
             raise RuntimeError(f"Update {update_id} of pipeline {self.pipeline_id} was canceled.")
-        return [
-            replace(table_update, rows_by_file=self._rows_by_file(
-                workspace, table, [] if full_refresh else ingestion_dates, deadline))
-            if table.landing_files else table_update
-            for table, table_update in zip(tables, _table_updates(tables, events, log))
-        ]
+        updates = []
+        for table, table_update in zip(tables, _table_updates(tables, events, log)):
+            if table.landing_files:
+                table_update = replace(table_update, rows_by_file=self._rows_by_file(
+                    workspace, table, [] if full_refresh else ingestion_dates, deadline))
+            updates.append(replace(table_update, expectations=tuple(
+                self._with_sample(workspace, table, result, deadline) for result in table_update.expectations)))
+        return updates
+
+    def _with_sample(self, workspace: WorkspaceClient, table: PipelineTable, result: ExpectationResult,
+                     deadline: float) -> ExpectationResult:
+        """A few keys of the rows that failed a warn expectation (the rows stay in the table)."""
+        [expectation] = [e for e in table.expectations if e.name == result.name]
+        if not result.failed_records or expectation.action != "warn":
+            return result
+        key = table.columns[0][0]
+        rows = self._query(workspace, f"SELECT CAST({key} AS STRING) FROM {self.catalog}.{table.name} WHERE NOT "
+                                      f"coalesce({expectation.condition}, false) ORDER BY 1 LIMIT {_SAMPLE_SIZE}",
+                           deadline)
+        return replace(result, failed_sample=tuple(str(key) for key, in rows))
+
+    def query(self, statement: str) -> list[tuple]:
+        workspace = WorkspaceClient(host=self.host, token=self.token, auth_type="pat")
+        return [tuple(row) for row in self._query(workspace, statement, time.monotonic() + self.timeout_seconds)]
 
     def _rows_by_file(self, workspace: WorkspaceClient, table: PipelineTable, ingestion_dates: Sequence[str],
                       deadline: float) -> dict[str, int]:
@@ -96,7 +115,7 @@ class DatabricksLakehouse(LakehouseEngine):
     def _query(self, workspace: WorkspaceClient, statement: str, deadline: float) -> list[list[str]]:
         """Run ``statement`` on the SQL warehouse and return its rows (values as strings)."""
         response = workspace.statement_execution.execute_statement(
-            statement, self.warehouse_id, wait_timeout="30s")
+            statement, self.warehouse_id, catalog=self.catalog, wait_timeout="30s")
         while response.status.state in (StatementState.PENDING, StatementState.RUNNING):
             if time.monotonic() >= deadline:
                 workspace.statement_execution.cancel_execution(response.statement_id)
@@ -251,6 +270,11 @@ def _table_updates(tables: Sequence[PipelineTable], events: list[dict],
         if name not in reported:
             log.warning(f"{name}: the update reported no output rows for this table.")
         log.info(f"{name}: {rows[name]} rows written, {dropped[name]} dropped by expectations")
-        results = tuple(ExpectationResult(e, passed[t, e], failed[t, e]) for t, e in passed if t == name)
+        declared = {e.name for e in next(t for t in tables if t.name == name).expectations}
+        if undeclared := sorted(e for t, e in passed if t == name and e not in declared):
+            log.warning(f"{name}: the pipeline reported expectations {undeclared} that dlt_notebooks/ does not "
+                        "declare: the deployed pipeline differs from this code; redeploy the bundle.")
+        results = tuple(ExpectationResult(e, passed[t, e], failed[t, e])
+                        for t, e in passed if t == name and e in declared)
         updates.append(TableUpdate(name, rows[name], results))
     return updates

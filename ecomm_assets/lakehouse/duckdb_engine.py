@@ -24,6 +24,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import sqlglot
 from sqlglot import exp
 
 from ecomm_assets.extract.landing_zone import MANIFEST
@@ -130,6 +131,11 @@ class DuckDBLakehouse(LakehouseEngine):
                        f"since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC)")
             lock.flush()
             yield
+
+    def query(self, statement: str) -> list[tuple]:
+        with duckdb.connect(self.database, read_only=True) as connection:
+            connection.execute("SET TimeZone = 'UTC'")
+            return connection.execute(to_duckdb(sqlglot.parse_one(statement, read=DIALECT))).fetchall()
 
     def refresh(
         self,

@@ -44,6 +44,10 @@ class LakehouseEngine(dg.ConfigurableResource, ABC):
         yield
 
     @abstractmethod
+    def query(self, statement: str) -> list[tuple]:
+        """The rows of a query over the pipeline's tables (Databricks SQL, tables as layer.table)."""
+
+    @abstractmethod
     def refresh(
         self,
         tables: Sequence[PipelineTable],

@@ -32,6 +32,9 @@ RESCUED_DATA = "_rescued_data"
 FILE_METADATA = "_metadata"
 # What every table that reads landed files keeps of _metadata.file_path: rows are counted per file.
 SOURCE_FILE = "_source_file"
+# The column in which a Silver table lists the rules a row breaks: if(<condition>, NULL, '<rule>'),
+# one per rule, each counted by the expectation NOT array_contains(_failed_rules, '<rule>').
+FAILED_RULES = "_failed_rules"
 
 _HEADER = re.compile(
     r"CREATE\s+OR\s+REFRESH\s+(?P<kind>STREAMING\s+TABLE|MATERIALIZED\s+VIEW)\s+(?P<name>\w+\.\w+)\s*",
@@ -51,9 +54,12 @@ class Expectation:
     name: str
     condition: str  # Databricks SQL over the table's output columns
     action: str  # "warn", "drop" or "fail", as DLT's ON VIOLATION
+    rule: str | None = None  # for a rule of _failed_rules: the condition a row must meet
 
     @property
     def description(self) -> str:
+        if self.rule:
+            return f"Rule {self.name}: a row must meet `{self.rule}`; the rows that do not are quarantined."
         return f"DLT expectation {self.name}: EXPECT ({self.condition}), on violation {self.action}."
 
 
@@ -152,6 +158,29 @@ def _parse_expectation(text: str, where: str) -> Expectation:
     return Expectation(match["name"], " ".join(match["condition"].split()), action)
 
 
+def _rules(query: exp.Query) -> dict[str, str]:
+    """{rule: condition} of the rules the query evaluates into _failed_rules."""
+    column = next((s for s in query.selects if s.alias_or_name == FAILED_RULES), None)
+    if column is None:
+        return {}
+    return {rule.args["false"].name: " ".join(rule.this.sql(DIALECT).split()) for rule in column.find_all(exp.If)}
+
+
+def _with_rules(expectations: tuple[Expectation, ...], query: exp.Query, where: str) -> tuple[Expectation, ...]:
+    """Attach to each expectation the rule it counts; every rule must be counted by one."""
+    rules = _rules(query)
+    if not rules:
+        return expectations
+    counted = {e.name: e for e in expectations}
+    for name in rules:
+        if counted.get(name) is None or counted[name].condition != f"NOT array_contains({FAILED_RULES}, '{name}')":
+            raise ValueError(f"{where}: rule {name} needs CONSTRAINT {name} EXPECT "
+                             f"(NOT array_contains({FAILED_RULES}, '{name}'))")
+    if extra := set(counted) - set(rules):
+        raise ValueError(f"{where}: expectations {sorted(extra)} count no rule of {FAILED_RULES}")
+    return tuple(Expectation(e.name, e.condition, e.action, rules[e.name]) for e in expectations)
+
+
 def read_files_call(query: exp.Query) -> exp.Anonymous | None:
     return next(
         (f for f in query.find_all(exp.Anonymous) if f.name.lower() == "read_files"), None
@@ -199,6 +228,7 @@ def _parse_statement(text: str, known: dict[str, dict[str, str]], source_file: s
     if not (match := _AS.match(rest)):
         raise ValueError(f"{source_file}: {name}: expected AS <query>")
     query = sqlglot.parse_one(_without_stream(rest[match.end():]), read=DIALECT)
+    expectations = _with_rules(expectations, query, f"{source_file}: {name}")
 
     schema = {layer: dict(tables) for layer, tables in _nested(known).items()}
     landing_files, call = None, read_files_call(query)

@@ -1,0 +1,1 @@
+"""Alerts: every failed asset check and every failed run, told to a person once."""

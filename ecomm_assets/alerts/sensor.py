@@ -1,0 +1,186 @@
+"""The alert sensor: one message per failed asset check and per failed run, on every channel.
+
+The sensor reads the instance's run-end events (success, failure, cancellation) in storage order.
+A run's check results are all recorded before its end, so at that point the run yields its alerts:
+one per failed check evaluation (warning or error) and one if the run failed. Each channel keeps
+its own place in the cursor: the last run whose alerts it delivered, plus the alerts already
+delivered of the next run. A channel that is down keeps its place and catches up when it is back,
+while the others go on; nothing is sent twice to a channel and nothing is skipped.
+"""
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from pydantic import Field
+from slack_sdk import WebClient
+
+from ecomm_assets.alerts.alert import Alert
+from ecomm_assets.alerts.alert_log import AlertLog
+from ecomm_assets.alerts.slack import SlackChannel
+from ecomm_assets.alerts.smtp import EmailChannel
+
+RUN_END_EVENTS = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE,
+                  dg.DagsterEventType.RUN_CANCELED)
+PAGE = 100
+# A channel without a place in the cursor (the sensor's first tick, a newly configured channel)
+# starts with the runs that ended in the last day, not with the instance's whole history.
+FIRST_LOOK_BACK_SECONDS = 24 * 3600
+
+
+class Alerting(dg.ConfigurableResource):
+    """Where alerts go: the alert log always, Slack and email when configured; and the Dagster
+    webserver their links point to."""
+
+    dagster_url: str = "http://127.0.0.1:3000"
+    alert_log: str = Field(description="The JSON-lines file every alert is appended to.")
+    slack_token: str | None = None
+    slack_channel: str | None = None
+    slack_base_url: str = WebClient.BASE_URL
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    email_from: str | None = None
+    email_to: list[str] = []
+
+    def channels(self, log: logging.Logger) -> dict[str, Callable[[Alert], None]]:
+        channels = {"alert_log": AlertLog(self.alert_log, log).send}
+        if self.slack_token:
+            channels["slack"] = SlackChannel(self.slack_token, self.slack_channel, self.slack_base_url).send
+        if self.smtp_host:
+            channels["email"] = EmailChannel(self.smtp_host, self.smtp_port, self.email_from, self.email_to,
+                                             self.smtp_user, self.smtp_password).send
+        return channels
+
+
+def _run_end_events(instance: dg.DagsterInstance, after: int | None, since: float) -> list[dg.EventLogRecord]:
+    """The run-end events after storage id ``after`` (after time ``since`` when None), oldest first.
+    When a kind of event fills its page, the list stops at that page's last one, so that the
+    events left for the next tick all come after the ones returned."""
+    records, horizon = [], None
+    for event_type in RUN_END_EVENTS:
+        page = instance.fetch_run_status_changes(
+            dg.RunStatusChangeRecordsFilter(
+                event_type,
+                after_storage_id=after,
+                after_timestamp=since if after is None else None,
+            ),
+            limit=PAGE,
+            ascending=True,
+        ).records
+        records += page
+        if len(page) == PAGE:
+            horizon = min(page[-1].storage_id, horizon or page[-1].storage_id)
+    return sorted((r for r in records if horizon is None or r.storage_id <= horizon),
+                  key=lambda r: r.storage_id)
+
+
+def _partition(run: dg.DagsterRun) -> str:
+    if start := run.tags.get(ASSET_PARTITION_RANGE_START_TAG):
+        end = run.tags[ASSET_PARTITION_RANGE_END_TAG]
+        return start if start == end else f"{start}...{end}"
+    return run.tags.get("dagster/partition", "none")
+
+
+def _details(metadata: dict[str, dg.MetadataValue]) -> dict[str, str]:
+    """The counts (numbers) of a check result, then its other entries, each kept short."""
+    counts = {k: v.value for k, v in metadata.items() if isinstance(v, dg.IntMetadataValue | dg.FloatMetadataValue)}
+    details = {"counts": ", ".join(f"{k}={v}" for k, v in counts.items())} if counts else {}
+    for name, value in metadata.items():
+        if name in counts or name.startswith("dagster"):
+            continue
+        text = json.dumps(value.value, default=str) if isinstance(value, dg.JsonMetadataValue) else str(value.value)
+        details[name] = text if len(text) <= 300 else text[:299] + "…"
+    return details
+
+
+def run_alerts(instance: dg.DagsterInstance, run_end: dg.EventLogRecord, dagster_url: str) -> list[Alert]:
+    """The alerts of the run that ``run_end`` ended: its failed checks, then its failure."""
+    run = instance.get_run_by_id(run_end.run_id)
+    link = f"{dagster_url.rstrip('/')}/runs/{run.run_id}"
+    events = instance.get_records_for_run(
+        run.run_id, of_type={dg.DagsterEventType.ASSET_CHECK_EVALUATION, dg.DagsterEventType.STEP_FAILURE}
+    ).records
+    alerts = []
+    for record in events:
+        if record.event_log_entry.dagster_event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            continue
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if evaluation.passed:
+            continue
+        asset = evaluation.asset_key.to_user_string()
+        alerts.append(Alert(
+            id=f"check:{run.run_id}:{record.storage_id}",
+            title=f"Check failed ({evaluation.severity.value}): {asset} {evaluation.check_name}, "
+                  f"partition {evaluation.partition or _partition(run)}",
+            fields={
+                "asset": asset,
+                "partition": evaluation.partition or _partition(run),
+                "check": evaluation.check_name,
+                **_details(evaluation.metadata),
+                "run": link,
+            },
+        ))
+    if run_end.event_log_entry.dagster_event_type == dg.DagsterEventType.RUN_FAILURE:
+        steps = {r.event_log_entry.step_key: r.event_log_entry.dagster_event.step_failure_data.error
+                 for r in events if r.event_log_entry.dagster_event_type == dg.DagsterEventType.STEP_FAILURE}
+        alerts.append(Alert(
+            id=f"run:{run.run_id}",
+            title=f"Run failed: {run.job_name}, partition {_partition(run)}",
+            fields={
+                "job": run.job_name,
+                "partition": _partition(run),
+                "reason": run_end.event_log_entry.message or "",
+                **{f"step {step}": (error.message.strip().splitlines() or [""])[0] if error else "failed"
+                   for step, error in steps.items()},
+                "run": link,
+            },
+        ))
+    return alerts
+
+
+@dg.sensor(
+    name="failure_alerts",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Tells the configured channels (alert log, Slack, email) about every failed asset "
+    "check and every failed run, once each.",
+)
+def failure_alerts(context: dg.SensorEvaluationContext, alerting: Alerting) -> dg.SensorResult:
+    channels = alerting.channels(context.log)
+    places = {name: place for name, place in json.loads(context.cursor or "{}").items() if name in channels}
+    since = time.time() - FIRST_LOOK_BACK_SECONDS
+    for name in channels:
+        places.setdefault(name, {"after": None, "sent": []})
+    known = [place["after"] for place in places.values() if place["after"] is not None]
+    down, sent = {}, 0
+    for run_end in _run_end_events(context.instance, min(known) if known else None, since):
+        alerts = None
+        for name, send in channels.items():
+            place = places[name]
+            if name in down or (run_end.storage_id <= place["after"] if place["after"] is not None
+                                else run_end.event_log_entry.timestamp < since):
+                continue
+            alerts = alerts if alerts is not None else run_alerts(context.instance, run_end, alerting.dagster_url)
+            for alert in alerts:
+                if alert.id in place["sent"]:
+                    continue
+                try:
+                    send(alert)
+                except Exception as error:  # noqa: BLE001 - any failure of a channel keeps its place
+                    down[name] = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+                    context.log.error(f"Alert channel {name} failed, will retry from {alert.id}: {down[name]}")
+                    break
+                place["sent"].append(alert.id)
+                sent += 1
+            else:
+                place.update(after=run_end.storage_id, sent=[])
+    cursor = json.dumps(places, sort_keys=True)
+    if down:
+        return dg.SensorResult(skip_reason="Alert channels down, their alerts wait for the next tick: "
+                                           + "; ".join(f"{n}: {e}" for n, e in down.items()), cursor=cursor)
+    return dg.SensorResult(skip_reason=f"{sent} alert(s) sent", cursor=cursor)

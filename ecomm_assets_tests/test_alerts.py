@@ -1,0 +1,111 @@
+"""Alerts reach a person: every failed check and every failed run, once on each channel.
+
+The pipeline runs for real on a Dagster instance; the alert sensor ticks over that instance and
+sends to a loopback Slack Web API and a loopback SMTP server, which can be taken down.
+"""
+
+import re
+
+import dagster as dg
+import pytest
+from alert_peers import SLACK_TOKEN, SlackPeer, SmtpPeer
+from conftest import DAYS, _free_port, source_rows
+
+from ecomm_assets.alerts.sensor import Alerting, failure_alerts
+
+DAGSTER_URL = "http://dagster.ecomm.example:3000"
+
+
+@pytest.fixture
+def slack():
+    peer = SlackPeer()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def smtp():
+    peer = SmtpPeer(_free_port())
+    yield peer
+    peer.stop()
+
+
+class AlertSensor:
+    """The alert sensor as the daemon runs it: one tick after another, the cursor carried over."""
+
+    def __init__(self, instance: dg.DagsterInstance, alerting: Alerting):
+        self.instance, self.alerting, self.cursor = instance, alerting, None
+
+    def tick(self) -> dg.SensorResult:
+        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
+                                          resources={"alerting": self.alerting})
+        result = failure_alerts(context)
+        self.cursor = result.cursor
+        return result
+
+
+def test_every_failed_check_and_run_reaches_each_channel_once(shop, new_pipeline, slack, smtp, tmp_path):
+    (day,), = source_rows(shop, """SELECT DISTINCT to_char(updated_at AT TIME ZONE 'Asia/Bangkok', 'YYYY-MM-DD')
+        FROM orders WHERE status NOT IN ('shipped', 'delivered', 'cancelled', 'pending') LIMIT 1""")
+    # The day's file holds its changes and, by the lookback, those of the day before.
+    (invalid_that_day,), = source_rows(shop, f"""SELECT count(*) FROM orders
+        WHERE status NOT IN ('shipped', 'delivered', 'cancelled', 'pending')
+          AND (updated_at AT TIME ZONE 'Asia/Bangkok')::date BETWEEN DATE '{day}' - 1 AND '{day}'""")
+    alert_log = tmp_path / "alerts.jsonl"
+    with dg.instance_for_test() as instance:
+        pipeline = new_pipeline(instance=instance)
+        checked = pipeline.materialize(day)
+        failed_checks = [e for e in checked.get_asset_check_evaluations() if not e.passed]
+        sensor = AlertSensor(instance, Alerting(
+            dagster_url=DAGSTER_URL, alert_log=str(alert_log),
+            slack_token=SLACK_TOKEN, slack_channel="#data-alerts", slack_base_url=slack.base_url,
+            smtp_host="127.0.0.1", smtp_port=smtp.port,
+            email_from="dagster@ecomm.example", email_to=["data-oncall@ecomm.example"],
+        ))
+
+        # One message per failed check, on every channel.
+        sensor.tick()
+        assert len(failed_checks) >= 1
+        assert len(slack.messages) == len(smtp.messages) == len(alert_log.read_text().splitlines()) == len(failed_checks)
+        status_alert = next(m["text"] for m in slack.messages if "silver/orders valid_status" in m["text"])
+        lines = status_alert.splitlines()
+        assert lines[:4] == [f"Check failed (WARN): silver/orders valid_status, partition {day}",
+                             "asset: silver/orders", f"partition: {day}", "check: valid_status"]
+        assert re.fullmatch(rf"counts: failed_records={invalid_that_day}, partition_failed_records={invalid_that_day}, "
+                            r"partition_records=\d+, passed_records=\d+", lines[4])
+        assert f'failed_by_ingestion_date: {{"{day}": {invalid_that_day}}}' in lines
+        assert lines[-3:] == [
+            "quarantine: ecomm_dw.silver.orders_quarantine",
+            "quarantined_rows: `SELECT * FROM ecomm_dw.silver.orders_quarantine "
+            "WHERE array_contains(_failed_rules, 'valid_status')`",
+            f"run: {DAGSTER_URL}/runs/{checked.run_id}",
+        ]
+        email = next(m for m in smtp.messages if m["Subject"] == status_alert.splitlines()[0])
+        assert email["To"] == "data-oncall@ecomm.example"
+        assert email.get_content().strip() == status_alert
+
+        # Nothing new, nothing sent.
+        sensor.tick()
+        assert len(slack.messages) == len(smtp.messages) == len(failed_checks)
+
+        # Slack is down for two ticks while a run fails: email has it at once, Slack once back.
+        slack.down = True
+        failed_run = pipeline.materialize(DAYS[2], DAYS[0], raise_on_error=False)
+        assert not failed_run.success
+        for _ in range(2):
+            assert "slack: SlackApiError" in sensor.tick().skip_reason.skip_message
+        assert slack.refused == 2
+        assert len(smtp.messages) == len(failed_checks) + 1
+        run_alert = smtp.messages[-1].get_content().strip().splitlines()
+        assert run_alert[0] == f"Run failed: __ephemeral_asset_job__, partition {DAYS[2]}...{DAYS[0]}"
+        assert any(line.startswith("step landing_extracts: ") and "selects no ingestion date" in line
+                   for line in run_alert)
+        assert run_alert[-1] == f"run: {DAGSTER_URL}/runs/{failed_run.run_id}"
+
+        slack.down = False
+        sensor.tick()
+        sensor.tick()
+        texts = [m["text"] for m in slack.messages]
+        assert len(texts) == len(set(texts)) == len(failed_checks) + 1
+        assert texts[-1] == "\n".join(run_alert)
+        assert len(smtp.messages) == len(alert_log.read_text().splitlines()) == len(failed_checks) + 1

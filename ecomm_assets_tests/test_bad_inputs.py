@@ -1,0 +1,164 @@
+"""A catalog of bad inputs: each is written into ecomm-db (its constraints loosened where the
+input needs it), the whole pipeline runs once, and each test states what became of it: kept,
+normalised, quarantined with the rules it broke, or a check that fails. No row goes missing:
+every source row is in the star schema or in quarantine, or a failing check counts it.
+
+All of them change on 2026-03-03 (ICT), among the small shop's ordinary rows.
+"""
+
+import json
+from datetime import date, timedelta
+
+import psycopg
+import pytest
+from conftest import DAYS, FIRST_DAY, SMALL_SHOP, Pipeline, source_rows
+
+from ecomm_assets.source import demo_data
+
+CHANGED = "'2026-03-03 12:00+07'"
+
+BAD_INPUTS = f"""
+    -- room for the inputs the contract forbids, as a misconfigured or migrated source would give
+    ALTER TABLE order_items DROP CONSTRAINT order_items_order_id_fkey, DROP CONSTRAINT order_items_product_id_fkey,
+        ALTER COLUMN item_price TYPE text;
+    ALTER TABLE orders DROP CONSTRAINT orders_pkey, ALTER COLUMN order_id DROP NOT NULL;
+    ALTER TABLE customers ALTER COLUMN first_name DROP NOT NULL;
+    ALTER TABLE products ADD COLUMN supplier text;
+
+    INSERT INTO customers VALUES
+      (900001, 'Anne, "Annie"', 'O''Brien \\ Smith', '  Anne.OBrien@Example.COM ', E'New\\nYork', E'United\\tStates', {CHANGED}, {CHANGED}),
+      (900002, 'สมชาย 😀', '李小龍', 'somchai@example.com', 'Zürich', 'ไทย', {CHANGED}, {CHANGED}),
+      (900003, '', 'Empty', 'empty@example.com', 'Bangkok', 'Thailand', {CHANGED}, {CHANGED}),
+      (900004, NULL, 'Null', 'null@example.com', 'Bangkok', 'Thailand', {CHANGED}, {CHANGED});
+    INSERT INTO products VALUES
+      (900001, 'Refund voucher', 'Vouchers', -1.00, {CHANGED}, {CHANGED}, NULL),
+      (900002, 'Gift box', 'Gifts', 10.00, {CHANGED}, {CHANGED}, 'ACME Gifts Ltd');
+    INSERT INTO orders VALUES
+      (900001, 900001, '2026-03-03 09:00+07', '  Shipped ', 'card', {CHANGED}, {CHANGED}),
+      (900002, 900001, '2026-03-03 09:00+07', 'returned', 'card', {CHANGED}, {CHANGED}),
+      (900003, 900002, '2026-03-03 00:00+07', 'pending', 'card', {CHANGED}, {CHANGED}),
+      (900004, 900002, '2026-03-02 23:59:59.999999+07', 'pending', 'card', {CHANGED}, {CHANGED}),
+      (900005, 900003, '2026-03-03 10:00+07', 'pending', 'card', {CHANGED}, {CHANGED}),
+      (900005, 900003, '2026-03-03 10:00+07', 'delivered', 'card', {CHANGED}, '2026-03-03 13:00+07'),
+      (NULL, 900004, '2026-03-03 11:00+07', 'pending', 'card', {CHANGED}, {CHANGED});
+    INSERT INTO order_items VALUES
+      (900001, 900001, 900002, 2, '10.00', {CHANGED}, {CHANGED}),
+      (900002, 900003, 900002, 1, '10.00', {CHANGED}, {CHANGED}),
+      (900003, 900004, 900002, 1, '10.00', {CHANGED}, {CHANGED}),
+      (900004, 900001, 900002, 0, '10.00', {CHANGED}, {CHANGED}),
+      (900005, 900001, 900002, -1, '10.00', {CHANGED}, {CHANGED}),
+      (900006, 900001, 900002, 1, '-5.00', {CHANGED}, {CHANGED}),
+      (900007, 900001, 900002, 1, 'ten', {CHANGED}, {CHANGED}),
+      (900008, 900001, 999999, 1, '10.00', {CHANGED}, {CHANGED}),
+      (900009, 999999, 900002, 1, '10.00', {CHANGED}, {CHANGED}),
+      (900010, 900002, 900002, 1, '10.00', {CHANGED}, {CHANGED}),
+      (900011, 900001, 900001, 1, '10.00', {CHANGED}, {CHANGED});
+"""
+
+
+@pytest.fixture(scope="module")
+def run(postgres, tmp_path_factory):
+    """The small shop plus the bad inputs, through the whole pipeline in one run."""
+    postgres.create_source_schema()
+    with psycopg.connect(postgres.resource().conninfo()) as connection:
+        demo_data.generate(connection, FIRST_DAY, FIRST_DAY + timedelta(days=len(DAYS)), SMALL_SHOP, seed=7)
+        connection.execute(BAD_INPUTS)
+    pipeline = Pipeline(tmp_path_factory.mktemp("bad_inputs"), postgres)
+    result = pipeline.materialize(DAYS[0], DAYS[-1])
+    checks = {(e.asset_key.to_user_string(), e.check_name, e.partition): e for e in result.get_asset_check_evaluations()}
+    return pipeline, checks
+
+
+def rows(pipeline: Pipeline, table: str, columns: str, where: str) -> list[tuple]:
+    return sorted(pipeline.query(f"SELECT {columns} FROM {table} WHERE {where}"), key=repr)
+
+
+def quarantined(pipeline: Pipeline, table: str, key: str) -> dict:
+    """{key: (sorted rules broken, source file name, ingestion date)} of the quarantined bad inputs."""
+    return {k: (sorted(rules), file.rsplit("/", 2)[-2], str(day)) for k, rules, file, day in rows(
+        pipeline, f"silver.{table}_quarantine", f"{key}, _failed_rules, _source_file, _ingestion_date",
+        f"{key} >= 900000 OR {key} IS NULL")}
+
+
+def test_text_is_kept_as_written_trimmed(run):
+    pipeline, _ = run
+    assert rows(pipeline, "silver.dim_customer", "customer_id, first_name, last_name, email, city, country",
+                "customer_id >= 900000") == [
+        (900001, 'Anne, "Annie"', "O'Brien \\ Smith", "anne.obrien@example.com", "New\nYork", "United\tStates"),
+        (900002, "สมชาย 😀", "李小龍", "somchai@example.com", "Zürich", "ไทย"),
+        (900003, "", "Empty", "empty@example.com", "Bangkok", "Thailand"),  # an empty string stays one
+        (900004, None, "Null", "null@example.com", "Bangkok", "Thailand"),  # and NULL stays NULL
+    ]
+
+
+def test_status_is_compared_lower_case_and_trimmed(run):
+    pipeline, _ = run
+    assert rows(pipeline, "silver.dim_orders", "order_id, status", "order_id = 900001") == [(900001, "shipped")]
+
+
+def test_order_date_is_the_day_in_bangkok_to_the_microsecond(run):
+    pipeline, _ = run
+    assert rows(pipeline, "silver.dim_orders", "order_id, order_date", "order_id IN (900003, 900004)") == [
+        (900003, date(2026, 3, 3)), (900004, date(2026, 3, 2))]
+    assert rows(pipeline, "gold.sales_analytics", "order_item_id, order_date", "order_item_id IN (900002, 900003)") == [
+        (900002, date(2026, 3, 3)), (900003, date(2026, 3, 2))]
+
+
+def test_rows_breaking_a_rule_are_quarantined_with_its_name(run):
+    pipeline, checks = run
+    landed = ("ingestion_date=2026-03-03", "2026-03-03")
+    assert quarantined(pipeline, "orders", "order_id") == {
+        None: (["valid_id"], *landed),
+        900002: (["valid_status"], *landed),
+    }
+    assert quarantined(pipeline, "products", "product_id") == {900001: (["valid_price"], *landed)}
+    assert quarantined(pipeline, "order_items", "order_item_id") == {
+        900004: (["valid_quantity"], *landed),  # zero
+        900005: (["valid_quantity"], *landed),  # negative
+        900006: (["valid_price"], *landed),  # negative
+        900007: (["valid_price"], *landed),  # not a number
+        900008: (["valid_reference"], *landed),  # no such product
+        900009: (["valid_reference"], *landed),  # no such order
+        900010: (["valid_reference"], *landed),  # its order is quarantined
+        900011: (["valid_reference"], *landed),  # its product is quarantined
+    }
+    # The checks of that day fail and count them; the quarantine is named where a person looks.
+    status = checks[("silver/orders", "valid_status", "2026-03-03")]
+    assert not status.passed
+    assert status.metadata["quarantine"].value == "ecomm_dw.silver.orders_quarantine"
+    assert checks[("silver/order_items", "valid_quantity", "2026-03-03")].metadata["partition_failed_records"].value == 2
+    assert checks[("silver/orders", "valid_id", "2026-03-03")].metadata["partition_failed_records"].value == 1
+
+
+def test_an_added_source_column_is_rescued_in_bronze(run):
+    pipeline, _ = run
+    landed = rows(pipeline, "bronze.products", "_ingestion_date, _rescued_data", "product_id = '900002'")
+    # landed on its day and again by the next day's lookback
+    assert [(str(day), json.loads(rescued)["supplier"]) for day, rescued in landed] == [
+        ("2026-03-03", "ACME Gifts Ltd"), ("2026-03-04", "ACME Gifts Ltd")]
+    assert rows(pipeline, "silver.dim_product", "product_id, product_name", "product_id = 900002") == [
+        (900002, "Gift box")]
+
+
+def test_a_key_twice_in_the_source_fails_the_reconciliation(run):
+    """Silver holds one version per key: the later of the two rows with order_id 900005. The
+    other cannot be placed, and the reconciliation counts it on its day."""
+    pipeline, checks = run
+    assert rows(pipeline, "silver.dim_orders", "order_id, status", "order_id = 900005") == [(900005, "delivered")]
+    in_sync = checks[("silver/source_reconciliation", "in_sync", "2026-03-03")]
+    assert not in_sync.passed
+    assert rows(pipeline, "silver.source_reconciliation", "source_table, source_rows - silver_rows",
+                "source_rows <> silver_rows") == [("orders", 1)]
+
+
+def test_every_source_row_is_in_the_star_or_in_quarantine(run, postgres):
+    pipeline, checks = run
+    for source_table, star_table, duplicates in [("customers", "dim_customer", 0), ("products", "dim_product", 0),
+                                                 ("orders", "dim_orders", 1), ("order_items", "fact_orders", 0)]:
+        (source_count,), = source_rows(postgres, f"SELECT count(*) FROM {source_table}")
+        star = len(rows(pipeline, f"silver.{star_table}", "1", "true"))
+        quarantine = len(rows(pipeline, f"silver.{source_table}_quarantine", "1", "true"))
+        assert star + quarantine + duplicates == source_count, source_table
+    for (asset, check, _), evaluation in checks.items():
+        if check == "rows_match_manifest":
+            assert evaluation.passed, asset
