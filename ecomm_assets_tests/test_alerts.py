@@ -109,3 +109,4 @@ def test_every_failed_check_and_run_reaches_each_channel_once(shop, new_pipeline
         assert len(texts) == len(set(texts)) == len(failed_checks) + 1
         assert texts[-1] == "\n".join(run_alert)
         assert len(smtp.messages) == len(alert_log.read_text().splitlines()) == len(failed_checks) + 1
+

@@ -20,8 +20,9 @@ CHECKED = ["gold/sales_analytics", "gold/agg_daily_sales", "dbt_prod_metric/agg_
 def run_freshness_checks(instance: dg.DagsterInstance, now: datetime) -> dict[str, bool]:
     keys = [key for checks in freshness_checks for key in checks.check_keys]
     with freeze_time(now):
-        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=[], asset_check_selection=keys)
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(
+            asset_selection=set(), asset_check_selection=set(keys))
+        result = job.execute_in_process(instance=instance)
     return {e.asset_key.to_user_string(): e.passed for e in result.get_asset_check_evaluations()}
 
 

@@ -5,12 +5,15 @@ contract's rules: order_date is the ICT date of ordered_at, and a line counts wh
 a valid status, its price and quantity are valid and its order, customer and product exist.
 """
 
+import json
 import random
 from decimal import Decimal
 
 import dagster as dg
 
 from conftest import DAYS, SERVED_TABLES, source_rows
+
+from ecomm_assets.alerts.sensor import Alerting, failure_alerts
 
 VALID_LINES = """
     FROM order_items i
@@ -154,5 +157,15 @@ def test_each_run_records_its_checks_on_its_days(shop, new_pipeline, tmp_path):
         daily.materialize(bad_day)
         assert recorded() == {good_day: "SUCCEEDED", bad_day: "FAILED"}
 
-        new_pipeline("backfill", instance).materialize(DAYS[0], DAYS[-1])
+        backfill = new_pipeline("backfill", instance).materialize(DAYS[0], DAYS[-1])
         assert recorded() == {day: "FAILED" if day in bad_days else "SUCCEEDED" for day in DAYS}
+
+        # The alert of a backfill's failed check names the days it failed on.
+        alerting = Alerting(alert_log=str(tmp_path / "alerts.jsonl"))
+        cursor = json.dumps({"alert_log": {"after": instance.fetch_run_status_changes(  # just before the backfill ended
+            dg.DagsterEventType.RUN_SUCCESS, limit=1).records[0].storage_id - 1, "sent": []}})
+        failure_alerts(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"alerting": alerting}))
+        titles = [json.loads(line)["title"] for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+        assert f"Check failed (WARN): silver/orders valid_status, partition {', '.join(sorted(bad_days))} " \
+               f"({len(bad_days)} days)" in titles
+        assert len(titles) == len({title.split(",")[0] for title in titles})  # one per failed check

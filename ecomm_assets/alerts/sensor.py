@@ -105,25 +105,25 @@ def run_alerts(instance: dg.DagsterInstance, run_end: dg.EventLogRecord, dagster
     events = instance.get_records_for_run(
         run.run_id, of_type={dg.DagsterEventType.ASSET_CHECK_EVALUATION, dg.DagsterEventType.STEP_FAILURE}
     ).records
-    alerts = []
+    failed_checks: dict[tuple[str, str], list] = {}  # a range run records a check on each of its days
     for record in events:
-        if record.event_log_entry.dagster_event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-            continue
-        evaluation = record.event_log_entry.dagster_event.event_specific_data
-        if evaluation.passed:
-            continue
-        asset = evaluation.asset_key.to_user_string()
+        if record.event_log_entry.dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = record.event_log_entry.dagster_event.event_specific_data
+            if not evaluation.passed:
+                failed_checks.setdefault((evaluation.asset_key.to_user_string(), evaluation.check_name),
+                                         []).append(evaluation)
+    alerts = []
+    for (asset, check_name), evaluations in failed_checks.items():
+        days = sorted({e.partition for e in evaluations if e.partition})
+        partition = (", ".join(days) if len(days) <= 10 else f"{days[0]}, …, {days[-1]}") or _partition(run)
+        metadata = evaluations[0].metadata
+        if len(days) > 1:  # the counts of one day would mislead: keep the whole table's
+            metadata = {k: v for k, v in metadata.items() if not k.startswith("partition_")}
+            partition += f" ({len(days)} days)"
         alerts.append(Alert(
-            id=f"check:{run.run_id}:{record.storage_id}",
-            title=f"Check failed ({evaluation.severity.value}): {asset} {evaluation.check_name}, "
-                  f"partition {evaluation.partition or _partition(run)}",
-            fields={
-                "asset": asset,
-                "partition": evaluation.partition or _partition(run),
-                "check": evaluation.check_name,
-                **_details(evaluation.metadata),
-                "run": link,
-            },
+            id=f"check:{run.run_id}:{asset}:{check_name}",
+            title=f"Check failed ({evaluations[0].severity.value}): {asset} {check_name}, partition {partition}",
+            fields={"asset": asset, "partition": partition, "check": check_name, **_details(metadata), "run": link},
         ))
     if run_end.event_log_entry.dagster_event_type == dg.DagsterEventType.RUN_FAILURE:
         steps = {r.event_log_entry.step_key: r.event_log_entry.dagster_event.step_failure_data.error

@@ -56,35 +56,19 @@ def _quarantine(table: PipelineTable) -> str | None:
 
 
 def _check_specs(table: PipelineTable) -> list[dg.AssetCheckSpec]:
-    """The table's checks, each recorded on the run's partition when the run has one (a preview
-    feature of Dagster 1.13, used on purpose: its warning is silenced here)."""
+    """The table's checks, each recorded on every ingestion date of a run. Partitioned checks are
+    a preview feature of Dagster 1.13, used on purpose: its warning is silenced here."""
+    specs = [(expectation.name, expectation.description, expectation.action == "fail")
+             for expectation in table.expectations]
+    if table.landing_files:
+        specs.append((MANIFEST_CHECK, f"Blocking: for every landed file the run read, {table.name} holds "
+                      "exactly the rows the extract counted in ecomm-db (its manifest): source rows in the "
+                      "window = landed rows = rows in the table, nothing lost on the way.", True))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
-        return _partitioned_check_specs(table)
-
-
-def _partitioned_check_specs(table: PipelineTable) -> list[dg.AssetCheckSpec]:
-    specs = [
-        dg.AssetCheckSpec(
-            name=expectation.name,
-            asset=asset_key(table.name),
-            description=expectation.description,
-            blocking=expectation.action == "fail",
-            partitions_def=ingestion_date_partitions,
-        )
-        for expectation in table.expectations
-    ]
-    if table.landing_files:
-        specs.append(dg.AssetCheckSpec(
-            name=MANIFEST_CHECK,
-            asset=asset_key(table.name),
-            description=f"Blocking: for every landed file the run read, {table.name} holds exactly the "
-            "rows the extract counted in ecomm-db (its manifest): source rows in the window = landed "
-            "rows = rows in the table, nothing lost on the way.",
-            blocking=True,
-            partitions_def=ingestion_date_partitions,
-        ))
-    return specs
+        return [dg.AssetCheckSpec(name=name, asset=asset_key(table.name), description=description,
+                                  blocking=blocking, partitions_def=ingestion_date_partitions)
+                for name, description, blocking in specs]
 
 
 def _failures_by_day(table: PipelineTable, lakehouse: LakehouseEngine) -> dict[str, tuple[int, ...]]:
