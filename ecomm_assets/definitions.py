@@ -9,6 +9,8 @@ from ecomm_assets.alerts.sensor import failure_alerts
 from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.lakehouse.assets import lakehouse_tables
 from ecomm_assets.metrics.assets import kpi_models
+from ecomm_assets.serving.assets import ecommerce_analytics_dashboard
+from ecomm_assets.serving.sensor import refresh_dashboard_when_kpis_land
 
 batch_ecomm_pipeline = dg.define_asset_job(
     name="batch_ecomm_pipeline",
@@ -38,9 +40,9 @@ with warnings.catch_warnings():
     )
 
 defs = dg.Definitions(
-    assets=[landing_extracts, lakehouse_tables, kpi_models],
+    assets=[landing_extracts, lakehouse_tables, kpi_models, ecommerce_analytics_dashboard],
     asset_checks=freshness_checks,
-    sensors=[failure_alerts, freshness_checks_sensor],
+    sensors=[failure_alerts, freshness_checks_sensor, refresh_dashboard_when_kpis_land],
     jobs=[batch_ecomm_pipeline, daily_refresh],
     schedules=[
         # The partitions are in Asia/Bangkok, so these fire at 01:00 and 05:00 ICT, each for

@@ -16,6 +16,7 @@ from ecomm_assets.alerts.sensor import Alerting
 from ecomm_assets.extract.landing_zone import LocalLandingZone
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse
 from ecomm_assets.metrics.project import DBT_EXECUTABLE, DbtCli, dbt_project
+from ecomm_assets.serving.assets import LocalDashboard
 from ecomm_assets.source.postgres import SourceDatabase
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,10 @@ def local_pg_port() -> int:
     return int(os.getenv("ECOMM_PG_PORT", LOCAL_PG_PORT))
 
 
+def local_dashboard(home: Path) -> LocalDashboard:
+    return LocalDashboard(path=str(home / "dashboard" / "ecommerce_analytics.html"))
+
+
 def local_resources(home: Path, pg_port: int) -> dict:
     landing_zone = LocalLandingZone(root=str(home / "landing"))
     return {
@@ -46,6 +51,7 @@ def local_resources(home: Path, pg_port: int) -> dict:
             database=str(home / "ecomm_dw.duckdb"), landing_root=landing_zone.extracts_root
         ),
         "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target="local"),
+        "dashboard": local_dashboard(home),
     }
 
 
@@ -93,6 +99,7 @@ def prod_resources() -> dict:
             landing_root=landing_zone.extracts_root,
         ),
         "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target="prod"),
+        "dashboard": local_dashboard(ecomm_home()),
     }
 
 

@@ -62,6 +62,8 @@ def summary() -> None:
         db.sql("""
             SELECT category, sum(quantity_sold) AS units, sum(revenue) AS revenue
             FROM dbt_prod_metric.agg_product_kpi GROUP BY category ORDER BY units DESC""").show()
+    dashboard = environment.local_dashboard(environment.ecomm_home()).path
+    print(f"  The Ecommerce Analytics dashboard (open it in a browser, it works offline):\n  {dashboard}")
 
 
 def main(argv: list[str]) -> None:

@@ -62,6 +62,10 @@ def test_kpis_equal_an_independent_computation_from_the_source(shop, new_pipelin
 
     assert_kpis_match_source(pipeline, shop)
     assert len(expected_sales_kpi(shop)) == len(DAYS)
+    sales = expected_sales_kpi(shop)
+    page = (pipeline.home / "dashboard/ecommerce_analytics.html").read_text()
+    assert f'data-kpi="revenue"><span>Revenue</span><b>{sum(r[1] for r in sales):,.2f}</b>' in page
+    assert f'data-kpi="orders"><span>Orders</span><b>{sum(r[2] for r in sales):,}</b>' in page
 
     # Every source row is accounted for. Each partition's file holds the rows the extract counted
     # in the source (its manifest) and Bronze holds exactly those; Silver holds the version of

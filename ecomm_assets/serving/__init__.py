@@ -1,0 +1,1 @@
+"""Serving: what the business looks at, refreshed when the KPIs land."""

@@ -1,0 +1,51 @@
+"""The sensor that refreshes what is served when the KPIs land."""
+
+import warnings
+
+import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from ecomm_assets.metrics.assets import kpi_models
+from ecomm_assets.serving.assets import KPI_KEYS
+
+
+def failed_kpi_checks(instance: dg.DagsterInstance) -> list[str]:
+    """The KPI checks whose latest result failed with ERROR severity (dbt tests are ERROR)."""
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(kpi_models.check_keys))
+    return sorted(f"{key.asset_key.to_user_string()} {key.name}" for key, record in latest.items()
+                  if record.status == AssetCheckExecutionRecordStatus.FAILED
+                  and record.event.dagster_event.event_specific_data.severity == dg.AssetCheckSeverity.ERROR)
+
+
+# multi_asset_sensor is superseded by Declarative Automation for launching assets; a sensor is
+# what this refresh wants: one request per set of the three KPIs, none while a KPI test fails.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.SupersessionWarning)
+
+    @dg.multi_asset_sensor(
+        name="refresh_dashboard_when_kpis_land",
+        monitored_assets=KPI_KEYS,
+        request_assets=dg.AssetSelection.groups("serving"),
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Refreshes the dashboard once the three KPI tables have all materialized for "
+        "a partition (one request for all the partitions completed since the last), unless a "
+        "KPI check failed with an error.",
+    )
+    def refresh_dashboard_when_kpis_land(context: dg.MultiAssetSensorEvaluationContext):
+        landed = context.latest_materialization_records_by_partition_and_asset()
+        complete = {p: records for p, records in landed.items() if set(records) == set(KPI_KEYS)}
+        if not complete:
+            return dg.SkipReason("Waiting for all three KPI tables to materialize for a partition.")
+        for records in complete.values():
+            context.advance_cursor(records)
+        first, last = min(complete), max(complete)
+        if failed := failed_kpi_checks(context.instance):
+            return dg.SkipReason(f"KPIs of {first}...{last} landed but are not served: "
+                                 f"failed KPI checks {', '.join(failed)}.")
+        newest = max(r.storage_id for records in complete.values() for r in records.values())
+        return dg.RunRequest(
+            run_key=f"kpis-{first}-{last}-{newest}",
+            tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+        )
