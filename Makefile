@@ -11,6 +11,8 @@ PY := $(BIN)/python
 export ECOMM_HOME ?= $(CURDIR)/.ecomm_home
 export DAGSTER_HOME ?= $(ECOMM_HOME)/dagster
 MANIFEST := dbt_project/target/manifest.json
+# the partitions start at the first seeded day (written by `local_stack seed`)
+FIRST_DAY = ECOMM_FIRST_INGESTION_DATE=$$(cut -d. -f1 $(ECOMM_HOME)/seeded_window.txt 2>/dev/null)
 
 .PHONY: install manifest instance run dev test bench clean
 
@@ -33,14 +35,14 @@ instance:
 run: install manifest instance
 	$(PY) -m ecomm_assets.local_stack up
 	$(PY) -m ecomm_assets.local_stack seed
-	$(BIN)/dagster asset materialize -m ecomm_assets.definitions --select '*' \
+	$(FIRST_DAY) $(BIN)/dagster asset materialize -m ecomm_assets.definitions --select '*' \
 		--partition-range "$$($(PY) -m ecomm_assets.local_stack partition-range)"
 	$(PY) -m ecomm_assets.local_stack summary
 	@echo "\nBrowse the lineage, runs and checks: make dev, then open http://127.0.0.1:3000"
 
 dev: install manifest instance
 	$(PY) -m ecomm_assets.local_stack up
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(FIRST_DAY) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: install manifest
 	$(BIN)/pytest

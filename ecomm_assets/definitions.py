@@ -39,8 +39,12 @@ with warnings.catch_warnings():
         freshness_checks=freshness_checks, default_status=dg.DefaultSensorStatus.RUNNING
     )
 
+# Who answers for every asset, shown on its page and in the catalog.
+OWNER = "team:data-engineering"
+
 defs = dg.Definitions(
-    assets=[landing_extracts, lakehouse_tables, kpi_models, ecommerce_analytics_dashboard],
+    assets=[assets.map_asset_specs(lambda spec: spec.replace_attributes(owners=[OWNER]))
+            for assets in [landing_extracts, lakehouse_tables, kpi_models, ecommerce_analytics_dashboard]],
     asset_checks=freshness_checks,
     sensors=[failure_alerts, freshness_checks_sensor, refresh_dashboard_when_kpis_land],
     jobs=[batch_ecomm_pipeline, daily_refresh],

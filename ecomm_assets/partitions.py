@@ -4,11 +4,15 @@ Partition ``D`` stands for the rows of ecomm-db whose ``updated_at`` falls on da
 Asia/Bangkok (ICT). Sharing a single definition keeps a backfill of the whole graph in one run.
 """
 
+import os
+
 import dagster as dg
 
-ingestion_date_partitions = dg.DailyPartitionsDefinition(
-    start_date="2025-01-01", timezone="Asia/Bangkok"
-)
+# The first day of the data: ECOMM_FIRST_INGESTION_DATE (YYYY-MM-DD), which `make run` and
+# `make dev` set to the first seeded day, so the UI does not list hundreds of empty days.
+FIRST_INGESTION_DATE = os.getenv("ECOMM_FIRST_INGESTION_DATE") or "2025-01-01"
+
+ingestion_date_partitions = dg.DailyPartitionsDefinition(start_date=FIRST_INGESTION_DATE, timezone="Asia/Bangkok")
 
 
 def run_ingestion_dates(context: dg.AssetExecutionContext) -> list[str]:

@@ -79,6 +79,7 @@ def test_every_asset_documents_itself():
         assert node.description, key
         assert node.group_name == {"dbt_prod_metric": "metrics", "dashboard": "serving"}.get(layer, layer), key
         assert node.kinds, key
+        assert node.owners == ["team:data-engineering"], key
         if layer != "dashboard":  # a page, not a table
             assert node.metadata.get("dagster/column_schema"), key
 

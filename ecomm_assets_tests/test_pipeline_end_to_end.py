@@ -63,6 +63,10 @@ def test_kpis_equal_an_independent_computation_from_the_source(shop, new_pipelin
     assert_kpis_match_source(pipeline, shop)
     assert len(expected_sales_kpi(shop)) == len(DAYS)
     sales = expected_sales_kpi(shop)
+    sales_kpi = next(e.materialization.metadata for e in result.get_asset_materialization_events()
+                     if e.asset_key == dg.AssetKey(["dbt_prod_metric", "agg_sales_kpi"]))
+    assert sales_kpi["dagster/row_count"].value == len(DAYS)
+    assert sales_kpi["preview"].value.splitlines()[2].startswith(f"| {DAYS[-1]} | {sales[-1][1]} |")
     page = (pipeline.home / "dashboard/ecommerce_analytics.html").read_text()
     assert f'data-kpi="revenue"><span>Revenue</span><b>{sum(r[1] for r in sales):,.2f}</b>' in page
     assert f'data-kpi="orders"><span>Orders</span><b>{sum(r[2] for r in sales):,}</b>' in page

@@ -38,4 +38,23 @@ def kpi_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse
     lakehouse, so it holds the lakehouse's writer lock while it runs."""
     run_ingestion_dates(context)
     with lakehouse.writing(context.log, holder=f"run {context.run.run_id} (dbt build)"):
-        yield from dbt.cli(["build"], context=context).stream()
+        # Held until dbt is done: only then may this process read what dbt wrote (DuckDB admits
+        # one process), to add each model's row count and a preview of its latest rows.
+        events = list(dbt.cli(["build"], context=context).stream())
+        for event in events:
+            if isinstance(event, dg.Output):
+                key = context.asset_key_for_output(event.output_name)
+                columns = [c.name for c in context.assets_def.specs_by_key[key].metadata[
+                    "dagster/column_schema"].columns]
+                event = event.with_metadata({**event.metadata, **_table_metadata(lakehouse, key, columns)})
+            yield event
+
+
+def _table_metadata(lakehouse: LakehouseEngine, key: dg.AssetKey, columns: list[str]) -> dict:
+    """The row count of a KPI table and its ten latest rows as a markdown table."""
+    table = ".".join(key.path)
+    (rows,), = lakehouse.query(f"SELECT count(*) FROM {table}")
+    latest = lakehouse.query(f"SELECT {', '.join(columns)} FROM {table} ORDER BY order_date DESC, 2 LIMIT 10")
+    lines = [" | ".join(columns), " | ".join("---" for _ in columns),
+             *(" | ".join(str(value) for value in row) for row in latest)]
+    return {"dagster/row_count": rows, "preview": dg.MetadataValue.md("\n".join(f"| {line} |" for line in lines))}
