@@ -1,9 +1,13 @@
 """Serving: the dashboard page, and the sensor that refreshes it when the KPIs land."""
 
+import re
+import shutil
+import subprocess
 from datetime import date
 from decimal import Decimal
 
 import dagster as dg
+import pytest
 
 from ecomm_assets.definitions import defs
 from ecomm_assets.metrics.assets import kpi_models
@@ -75,3 +79,38 @@ def test_one_refresh_per_completed_set_of_kpis_and_none_after_a_failed_kpi_test(
         skipped = sensor.tick()
         assert isinstance(skipped, dg.SkipReason)
         assert f"{unique_date.asset_key.to_user_string()} {unique_date.name}" in skipped.skip_message
+
+
+def chromium() -> str:
+    """Debian's chromium; .ci/run installs it. Elsewhere a missing browser is a loud skip."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        pytest.skip("BROWSER TESTS NOT RUN: no chromium on PATH (apt-get install chromium)")
+    return browser
+
+
+def test_the_dashboard_draws_its_four_charts_in_a_real_browser_offline(tmp_path):
+    kpis = Kpis(
+        sales=[(date(2026, 3, 1), Decimal("1000.50"), 4, Decimal("250.13")),
+               (date(2026, 3, 2), Decimal("2000.00"), 6, Decimal("333.33"))],
+        categories=[("Books", 12, Decimal("300.00")), ("Toys", 3, Decimal("2700.50"))],
+        customers=[(date(2026, 3, 1), 4, 4), (date(2026, 3, 2), 5, 2)],
+    )
+    page = tmp_path / "dashboard.html"
+    page.write_text(render(kpis, "test data"))
+    browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--virtual-time-budget=10000", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    subprocess.run([*browser, f"--screenshot={tmp_path / 'dashboard.png'}", page.as_uri()],
+                   capture_output=True, timeout=300, check=True)
+
+    # Plotly drew an SVG chart in each panel: the page needed nothing from the network.
+    for panel in ["revenue", "aov", "top-categories", "customer-acquisition"]:
+        section = dom.split(f'id="{panel}"')[1].split("</section>")[0]
+        assert 'class="main-svg"' in section, panel
+    assert len(re.findall(r'class="[^"]*\bjs-plotly-plot\b', dom)) == 4
+    # The numbers a person reads: the headline cards and the axis labels of the category chart.
+    assert "<b>3,000.50</b>" in dom and "<b>300.05</b>" in dom
+    assert ">Books<" in dom and ">Toys<" in dom
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
