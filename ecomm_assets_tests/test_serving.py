@@ -15,15 +15,17 @@ from ecomm_assets.serving.assets import KPI_KEYS
 from ecomm_assets.serving.dashboard import Kpis, render
 from ecomm_assets.serving.sensor import refresh_dashboard_when_kpis_land
 
+# Two days of KPIs: revenue 3,000.50 over 10 orders (AOV 300.05), 6 new customers.
+TWO_DAYS = Kpis(
+    sales=[(date(2026, 3, 1), Decimal("1000.50"), 4, Decimal("250.13")),
+           (date(2026, 3, 2), Decimal("2000.00"), 6, Decimal("333.33"))],
+    categories=[("Books", 12, Decimal("300.00")), ("Toys", 3, Decimal("2700.50"))],
+    customers=[(date(2026, 3, 1), 4, 4), (date(2026, 3, 2), 5, 2)],
+)
+
 
 def test_the_page_shows_the_headline_kpis_and_four_charts_and_needs_no_network():
-    kpis = Kpis(
-        sales=[(date(2026, 3, 1), Decimal("1000.50"), 4, Decimal("250.13")),
-               (date(2026, 3, 2), Decimal("2000.00"), 6, Decimal("333.33"))],
-        categories=[("Books", 12, Decimal("300.00")), ("Toys", 3, Decimal("2700.50"))],
-        customers=[(date(2026, 3, 1), 4, 4), (date(2026, 3, 2), 5, 2)],
-    )
-    page = render(kpis, "test data")
+    page = render(TWO_DAYS, "test data")
     for kpi, value in {"revenue": "3,000.50", "orders": "10", "aov": "300.05", "new_customers": "6"}.items():
         assert f'data-kpi="{kpi}"><span>' in page and f"<b>{value}</b>" in page
     for panel in ["revenue", "aov", "top-categories", "customer-acquisition"]:
@@ -90,14 +92,8 @@ def chromium() -> str:
 
 
 def test_the_dashboard_draws_its_four_charts_in_a_real_browser_offline(tmp_path):
-    kpis = Kpis(
-        sales=[(date(2026, 3, 1), Decimal("1000.50"), 4, Decimal("250.13")),
-               (date(2026, 3, 2), Decimal("2000.00"), 6, Decimal("333.33"))],
-        categories=[("Books", 12, Decimal("300.00")), ("Toys", 3, Decimal("2700.50"))],
-        customers=[(date(2026, 3, 1), 4, 4), (date(2026, 3, 2), 5, 2)],
-    )
     page = tmp_path / "dashboard.html"
-    page.write_text(render(kpis, "test data"))
+    page.write_text(render(TWO_DAYS, "test data"))
     browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                "--virtual-time-budget=10000", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True,
