@@ -1,5 +1,9 @@
 """The shape of the asset graph: what a reviewer should see change when the graph changes."""
 
+import os
+import subprocess
+import sys
+
 import dagster as dg
 
 from ecomm_assets.definitions import defs
@@ -109,3 +113,12 @@ def test_the_jobs_split_the_graph_at_the_lakehouse():
 
     assert keys_of("batch_ecomm_pipeline") == {"landing", "bronze", "silver", "gold"}
     assert keys_of("daily_refresh") == {"dbt_prod_metric"}
+
+
+def test_the_partitions_start_at_the_first_day_of_the_data():
+    """`make run` and `make dev` pass the first seeded day; the UI then lists no empty days before it."""
+    first = subprocess.run(
+        [sys.executable, "-c", "from ecomm_assets.partitions import ingestion_date_partitions as p; "
+                               "print(p.get_first_partition_key())"],
+        env={**os.environ, "ECOMM_FIRST_INGESTION_DATE": "2026-10-23"}, capture_output=True, text=True, check=True)
+    assert first.stdout.strip() == "2026-10-23"
