@@ -10,8 +10,7 @@ import dagster as dg
 import pytest
 
 from ecomm_assets.definitions import defs
-from ecomm_assets.metrics.assets import kpi_models
-from ecomm_assets.serving.assets import KPI_KEYS
+from ecomm_assets.metrics.assets import KPI_KEYS, kpi_models
 from ecomm_assets.serving.dashboard import Kpis, render
 from ecomm_assets.serving.sensor import refresh_dashboard_when_kpis_land
 

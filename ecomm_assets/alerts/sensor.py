@@ -14,7 +14,11 @@ import time
 from collections.abc import Callable
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 from pydantic import Field
 from slack_sdk import WebClient
 
@@ -83,7 +87,7 @@ def _partition(run: dg.DagsterRun) -> str:
     if start := run.tags.get(ASSET_PARTITION_RANGE_START_TAG):
         end = run.tags[ASSET_PARTITION_RANGE_END_TAG]
         return start if start == end else f"{start}...{end}"
-    return run.tags.get("dagster/partition", "none")
+    return run.tags.get(PARTITION_NAME_TAG, "none")
 
 
 def _details(metadata: dict[str, dg.MetadataValue]) -> dict[str, str]:

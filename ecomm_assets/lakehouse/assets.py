@@ -110,11 +110,15 @@ def _expectation_evaluations(table: PipelineTable, result: ExpectationResult, da
             for day in dates}
 
 
+def _day_file(table: PipelineTable, ingestion_date: str) -> str:
+    """The landed file of ``ingestion_date`` a streaming table reads, by its key under the landing root."""
+    return f"{partition_folder(table.landing_table, ingestion_date)}/{data_file(table.landing_table)}"
+
+
 def _landed_files(table: PipelineTable, ingestion_dates: Sequence[str]) -> list[str]:
     """The files under the landing root a refresh of ``table`` for ``ingestion_dates`` reads."""
     if table.kind == "streaming table":
-        return [f"{partition_folder(table.landing_table, d)}/{data_file(table.landing_table)}"
-                for d in ingestion_dates]
+        return [_day_file(table, d) for d in ingestion_dates]
     return [table.landing_files]
 
 
@@ -128,7 +132,7 @@ def _manifest_evaluations(table: PipelineTable, update: TableUpdate, dates: Sequ
         manifest = landing_zone.read_manifest(folder) or {"files": {}}
         files.append({"file": key, "source_rows": manifest["files"].get(name, {}).get("rows"),
                       "table_rows": update.rows_by_file.get(key, 0)})
-    run_date = {f"{partition_folder(table.landing_table, d)}/{data_file(table.landing_table)}": d for d in dates}
+    run_date = {_day_file(table, d): d for d in dates}
     evaluations = {}
     for day in dates:
         own = [f for f in files if run_date.get(f["file"], day) == day]

@@ -50,6 +50,10 @@ def kpi_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse
             yield event
 
 
+# The three KPI tables, in one order: what freshness, the dashboard and its sensor watch.
+KPI_KEYS = sorted(kpi_models.keys)
+
+
 def _table_metadata(lakehouse: LakehouseEngine, key: dg.AssetKey, columns: list[str]) -> dict:
     """The row count of a KPI table and its ten latest rows as a markdown table."""
     table = ".".join(key.path)

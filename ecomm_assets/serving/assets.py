@@ -5,11 +5,9 @@ from pathlib import Path
 import dagster as dg
 
 from ecomm_assets.lakehouse.engine import LakehouseEngine
-from ecomm_assets.metrics.assets import kpi_models
+from ecomm_assets.metrics.assets import KPI_KEYS
 from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dates
 from ecomm_assets.serving.dashboard import CATEGORIES_QUERY, CUSTOMERS_QUERY, SALES_QUERY, Kpis, render, write
-
-KPI_KEYS = sorted(kpi_models.keys)
 
 
 class LocalDashboard(dg.ConfigurableResource):

@@ -6,8 +6,7 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from ecomm_assets.metrics.assets import kpi_models
-from ecomm_assets.serving.assets import KPI_KEYS
+from ecomm_assets.metrics.assets import KPI_KEYS, kpi_models
 
 
 def failed_kpi_checks(instance: dg.DagsterInstance) -> list[str]:
