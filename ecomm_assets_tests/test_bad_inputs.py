@@ -162,3 +162,23 @@ def test_every_source_row_is_in_the_star_or_in_quarantine(run, postgres):
     for (asset, check, _), evaluation in checks.items():
         if check == "rows_match_manifest":
             assert evaluation.passed, asset
+
+
+def test_the_kpis_count_exactly_the_valid_rows(run, postgres):
+    """No bad input moves a number: revenue and orders per day equal those computed here from the
+    source with the contract's rules (the later row of the doubled key, text prices that are no
+    number left out, status compared trimmed and lower-cased)."""
+    pipeline, _ = run
+    expected = source_rows(postgres, """
+        WITH o AS (SELECT DISTINCT ON (order_id) * FROM orders WHERE order_id IS NOT NULL
+                   ORDER BY order_id, updated_at DESC),
+             i AS (SELECT *, CASE WHEN item_price ~ '^-?[0-9]+(\\.[0-9]+)?$' THEN item_price::numeric END AS price
+                   FROM order_items)
+        SELECT (o.ordered_at AT TIME ZONE 'Asia/Bangkok')::date, sum(i.price), count(DISTINCT o.order_id)
+        FROM i JOIN o USING (order_id)
+        JOIN customers c ON c.customer_id = o.customer_id
+        JOIN products p ON p.product_id = i.product_id
+        WHERE lower(trim(o.status)) IN ('shipped', 'delivered', 'cancelled', 'pending')
+          AND i.price >= 0 AND i.quantity > 0 AND p.unit_price >= 0
+        GROUP BY 1""")
+    assert rows(pipeline, "dbt_prod_metric.agg_sales_kpi", "order_date, revenue, order_count", "true") == expected
