@@ -12,6 +12,15 @@ from ecomm_assets.metrics.assets import KPI_KEYS, kpi_models
 from ecomm_assets.serving.assets import ecommerce_analytics_dashboard
 from ecomm_assets.serving.sensor import refresh_dashboard_when_kpis_land
 
+# Tableau serves the KPIs when it is configured, the local dashboard page when not.
+tableau = environment.tableau_workspace()
+if tableau is None:
+    serving = [ecommerce_analytics_dashboard]
+else:
+    from ecomm_assets.serving.tableau import tableau_workbook_assets
+
+    serving = tableau_workbook_assets(tableau, environment.tableau_state_path())
+
 batch_ecomm_pipeline = dg.define_asset_job(
     name="batch_ecomm_pipeline",
     description="Nightly extract of yesterday's changes from ecomm-db, then Bronze, Silver and Gold.",
@@ -43,8 +52,8 @@ with warnings.catch_warnings():
 OWNER = "team:data-engineering"
 
 defs = dg.Definitions(
-    assets=[assets.map_asset_specs(lambda spec: spec.replace_attributes(owners=[OWNER]))
-            for assets in [landing_extracts, lakehouse_tables, kpi_models, ecommerce_analytics_dashboard]],
+    assets=dg.map_asset_specs(lambda spec: spec.replace_attributes(owners=[OWNER]),
+                              [landing_extracts, lakehouse_tables, kpi_models, *serving]),
     asset_checks=freshness_checks,
     sensors=[failure_alerts, freshness_checks_sensor, refresh_dashboard_when_kpis_land],
     jobs=[batch_ecomm_pipeline, daily_refresh],

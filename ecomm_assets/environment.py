@@ -123,6 +123,30 @@ def alerting() -> Alerting:
                     alert_log=str(ecomm_home() / "alerts.jsonl"), **channels)
 
 
+def tableau_workspace():
+    """Tableau Server when TABLEAU_SERVER_NAME is set, Tableau Cloud when TABLEAU_POD_NAME is
+    (connected-app credentials in TABLEAU_*), else None: the local dashboard serves the KPIs."""
+    from ecomm_assets.serving.tableau import TableauCloud, TableauServer
+
+    if not (os.getenv("TABLEAU_SERVER_NAME") or os.getenv("TABLEAU_POD_NAME")):
+        return None
+    env = _required("TABLEAU_SITE_NAME", "TABLEAU_CONNECTED_APP_CLIENT_ID", "TABLEAU_CONNECTED_APP_SECRET_ID",
+                    "TABLEAU_CONNECTED_APP_SECRET_VALUE", "TABLEAU_USERNAME")
+    site = dict(connected_app_client_id=env["TABLEAU_CONNECTED_APP_CLIENT_ID"],
+                connected_app_secret_id=env["TABLEAU_CONNECTED_APP_SECRET_ID"],
+                connected_app_secret_value=dg.EnvVar("TABLEAU_CONNECTED_APP_SECRET_VALUE"),
+                username=env["TABLEAU_USERNAME"], site_name=env["TABLEAU_SITE_NAME"])
+    if os.getenv("TABLEAU_SERVER_NAME"):
+        return TableauServer(server_name=os.environ["TABLEAU_SERVER_NAME"], **site)
+    return TableauCloud(pod_name=os.environ["TABLEAU_POD_NAME"], **site)
+
+
+def tableau_state_path() -> Path:
+    """Where the Tableau workspace content is cached (ECOMM_TABLEAU_STATE)."""
+    return Path(os.getenv("ECOMM_TABLEAU_STATE", ecomm_home() / "tableau_workspace.json"))
+
+
 def resources() -> dict:
     pipeline = prod_resources() if ecomm_env() == "prod" else local_resources(ecomm_home(), local_pg_port())
-    return {**pipeline, "alerting": alerting()}
+    tableau = tableau_workspace()
+    return {**pipeline, **({"tableau": tableau} if tableau else {}), "alerting": alerting()}

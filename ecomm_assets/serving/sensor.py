@@ -25,7 +25,7 @@ with warnings.catch_warnings():
     @dg.multi_asset_sensor(
         name="refresh_dashboard_when_kpis_land",
         monitored_assets=KPI_KEYS,
-        request_assets=dg.AssetSelection.groups("serving"),
+        request_assets=dg.AssetSelection.groups("serving").materializable(),  # not Tableau's live sources
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Refreshes the dashboard once the three KPI tables have all materialized for "

@@ -1,0 +1,173 @@
+"""Tableau through dagster-tableau, against a Tableau Server on loopback HTTPS (tableau_peer.py).
+
+Given the Ecommerce Analytics workbook on the site: the code location shows it downstream of the
+KPI tables and loads from its cached copy while Tableau is down; a refresh refreshes each extract
+once, waits for Tableau's jobs within a bound, and turns a failed or endless job into a failed
+run whose alert carries Tableau's own message.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+from tableau_peer import (
+    CLIENT_ID,
+    ECOMM_WORKBOOK,
+    PRODUCT_KPI,
+    SALES_KPI,
+    SECRET_ID,
+    SECRET_VALUE,
+    SITE,
+    SITE_ID,
+    USERNAME,
+    TableauPeer,
+)
+
+from ecomm_assets.alerts.sensor import Alerting, failure_alerts
+from ecomm_assets.serving.tableau import TableauServer, tableau_workbook_assets
+
+DAY = "2026-11-20"
+WORKBOOK_ASSETS = {
+    "tableau/sales_kpi", "tableau/product_kpi", "tableau/ecommerce_analytics/embedded_datasource/customer_kpi",
+    "tableau/ecommerce_analytics/sheet/revenue", "tableau/ecommerce_analytics/sheet/aov",
+    "tableau/ecommerce_analytics/sheet/top_selling_categories",
+    "tableau/ecommerce_analytics/sheet/customer_acquisition",
+    "tableau/ecommerce_analytics/dashboard/ecommerce_analytics",
+}
+
+
+@pytest.fixture
+def tableau(tmp_path, monkeypatch):
+    peer = TableauPeer(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(peer.ca_bundle))  # requests trusts the test's CA
+    yield peer
+    peer.stop()
+
+
+def site(peer: TableauPeer) -> TableauServer:
+    return TableauServer(server_name=peer.server_name, site_name=SITE, username=USERNAME,
+                         connected_app_client_id=CLIENT_ID, connected_app_secret_id=SECRET_ID,
+                         connected_app_secret_value=SECRET_VALUE)
+
+
+LOAD_CODE_LOCATION = """
+import json
+from ecomm_assets.definitions import defs
+graph = defs.resolve_asset_graph()
+print(json.dumps({
+    key.to_user_string(): {"upstream": sorted(k.to_user_string() for k in graph.get(key).parent_keys),
+                           "materializable": graph.get(key).is_materializable,
+                           "group": graph.get(key).group_name}
+    for key in graph.get_all_asset_keys()}))
+refresh = defs.resolve_sensor_def("refresh_dashboard_when_kpis_land").asset_selection.resolve(graph)
+print(json.dumps(sorted(key.to_user_string() for key in refresh)))
+"""
+
+
+def load_code_location(peer: TableauPeer, tmp_path) -> dict:
+    env = {**os.environ, "TABLEAU_SERVER_NAME": peer.server_name, "TABLEAU_SITE_NAME": SITE,
+           "TABLEAU_CONNECTED_APP_CLIENT_ID": CLIENT_ID, "TABLEAU_CONNECTED_APP_SECRET_ID": SECRET_ID,
+           "TABLEAU_CONNECTED_APP_SECRET_VALUE": SECRET_VALUE, "TABLEAU_USERNAME": USERNAME,
+           "ECOMM_TABLEAU_STATE": str(tmp_path / "tableau_workspace.json"), "ECOMM_HOME": str(tmp_path)}
+    loaded = subprocess.run([sys.executable, "-c", LOAD_CODE_LOCATION], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr
+    graph, refreshed = loaded.stdout.splitlines()
+    return {**json.loads(graph), "refreshed by the sensor": json.loads(refreshed)}
+
+
+def lineage_to(graph: dict, key: str) -> set[str]:
+    upstream = set(graph[key]["upstream"])
+    return upstream.union(*(lineage_to(graph, parent) for parent in upstream))
+
+
+def test_the_workbook_is_downstream_of_the_kpis_and_loads_from_its_cache_with_tableau_down(tableau, tmp_path):
+    online = load_code_location(tableau, tmp_path)
+    tableau.stop()
+    offline = load_code_location(tableau, tmp_path)
+
+    assert offline == online
+    assert online.pop("refreshed by the sensor") == sorted(WORKBOOK_ASSETS)
+    tableau_assets = {key for key in online if key.startswith("tableau/")}
+    assert tableau_assets == WORKBOOK_ASSETS | {"tableau/sales_targets"}  # the Finance workbook is not ours
+    assert "dashboard/ecommerce_analytics" not in online  # Tableau serves instead of the local page
+    assert online["tableau/sales_kpi"]["upstream"] == ["dbt_prod_metric/agg_sales_kpi"]
+    assert online["tableau/ecommerce_analytics/embedded_datasource/customer_kpi"]["upstream"] == [
+        "dbt_prod_metric/agg_customer_kpi"]
+    assert online["tableau/sales_targets"] == {"upstream": [], "materializable": False, "group": "serving"}
+    dashboard = lineage_to(online, "tableau/ecommerce_analytics/dashboard/ecommerce_analytics")
+    assert {"landing/orders", "landing/order_items", "landing/products", "landing/customers",
+            "dbt_prod_metric/agg_sales_kpi", "dbt_prod_metric/agg_product_kpi",
+            "dbt_prod_metric/agg_customer_kpi"} <= dashboard
+    assert all(online[key]["materializable"] and online[key]["group"] == "serving" for key in WORKBOOK_ASSETS)
+
+
+def refresh(peer: TableauPeer, tmp_path, instance: dg.DagsterInstance, timeout_seconds: float = 60):
+    assets = tableau_workbook_assets(site(peer), tmp_path / "tableau_workspace.json")
+    return dg.materialize(assets, partition_key=DAY, instance=instance, resources={"tableau": site(peer)},
+                          raise_on_error=False, run_config={"ops": {"ecommerce_analytics_workbook": {"config": {
+                              "poll_interval_seconds": 0.05, "timeout_seconds": timeout_seconds}}}})
+
+
+def messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [entry.user_message for entry in instance.all_logs(run_id)]
+
+
+def test_a_refresh_refreshes_each_extract_once_and_logs_tableau_s_finish_codes(tableau, tmp_path):
+    tableau.rate_limit(r"POST .*/datasources/.*/refresh")  # one 429, as Tableau Cloud answers at its limit
+    tableau.rate_limit(r"GET .*/jobs/.*")
+    with dg.instance_for_test() as instance:
+        result = refresh(tableau, tmp_path, instance)
+
+        assert result.success
+        # the published extracts one by one, the embedded one through its workbook
+        assert tableau.refreshes == [SALES_KPI, PRODUCT_KPI, ECOMM_WORKBOOK]
+        assert {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()} == WORKBOOK_ASSETS
+        assert {event.partition for event in result.get_asset_materialization_events()} == {DAY}
+        finished = [m for m in messages(instance, result.run_id) if m.startswith("Tableau job")]
+        assert sorted(m.split(" refreshing ")[1] for m in finished) == [
+            "data source product_kpi finished: code 0 (success)", "data source sales_kpi finished: code 0 (success)",
+            "the embedded extracts of workbook Ecommerce Analytics finished: code 0 (success)"]
+    assert [line for line in tableau.log if "-> 429" in line] == [
+        f"POST /api/3.24/sites/{SITE_ID}/datasources/{SALES_KPI}/refresh -> 429",
+        next(line for line in tableau.log if "/jobs/" in line and "-> 429" in line)]
+    assert tableau.log.count(f"POST /api/3.24/sites/{SITE_ID}/datasources/{SALES_KPI}/refresh -> 202") == 1
+    assert tableau.cancelled == []
+
+
+def test_a_failed_refresh_fails_the_run_and_its_alert_carries_tableau_s_message(tableau, tmp_path):
+    tableau.outcomes[SALES_KPI] = "failed"
+    with dg.instance_for_test() as instance:
+        result = refresh(tableau, tmp_path, instance)
+
+        assert not result.success
+        assert result.get_asset_materialization_events() == []
+        assert sorted(tableau.refreshes) == sorted([SALES_KPI, PRODUCT_KPI, ECOMM_WORKBOOK])
+        assert tableau.cancelled == []  # the other jobs ran to their end
+
+        alert_log = tmp_path / "alerts.jsonl"
+        context = dg.build_sensor_context(instance=instance, resources={"alerting": Alerting(
+            dagster_url="http://127.0.0.1:3000", alert_log=str(alert_log))})
+        failure_alerts(context)
+        alert, = [json.loads(line) for line in alert_log.read_text().splitlines()]
+        assert alert["title"] == f"Run failed: __ephemeral_asset_job__, partition {DAY}"
+        assert re.fullmatch(
+            r"dagster\._core\.definitions\.events\.Failure: Tableau job \S+ refreshing data source sales_kpi finished: code 1 \(failed\); Tableau says: "
+            r"com\.tableausoftware\.nativeapi\.dll\.DataSourceException: \[Databricks\] table "
+            r"ecomm_dw\.dbt_prod_metric\.agg_sales_kpi not found",
+            alert["fields"]["step ecommerce_analytics_workbook"]), alert
+
+
+def test_a_refresh_that_never_ends_is_cancelled_at_the_timeout(tableau, tmp_path):
+    tableau.outcomes[PRODUCT_KPI] = "never"
+    with dg.instance_for_test() as instance:
+        result = refresh(tableau, tmp_path, instance, timeout_seconds=1)
+
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert "did not finish refreshing data source product_kpi within 1 s; the jobs are cancelled" in failure
+    assert tableau.cancelled == [PRODUCT_KPI]
