@@ -8,6 +8,7 @@ import dagster as dg
 
 from ecomm_assets.definitions import defs
 from ecomm_assets.partitions import ingestion_date_partitions
+from ecomm_assets.source.postgres import column_descriptions, source_tables
 
 # Every table on the path from ecomm-db to the dashboard, with what it is built from.
 EXPECTED_DEPS = {
@@ -86,6 +87,16 @@ def test_every_asset_documents_itself():
         assert node.owners == ["team:data-engineering"], key
         if layer != "dashboard":  # a page, not a table
             assert node.metadata.get("dagster/column_schema"), key
+
+
+def test_the_source_and_kpi_columns_say_what_they_mean_on_every_table():
+    # every source column is commented once, by name, in schema.sql
+    described = {column for table in source_tables().values() for column, _ in table.columns}
+    assert set(column_descriptions()) == described
+    for key in graph.materializable_asset_keys:
+        for column in getattr(graph.get(key).metadata.get("dagster/column_schema"), "columns", []):
+            if column.name in described or key.path[0] == "dbt_prod_metric":
+                assert column.description, (key, column.name)
 
 
 def test_each_dlt_expectation_is_an_asset_check():

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from ecomm_assets.extract.landing_zone import LandingZone, data_file, key_snapshot_folder, partition_folder
 from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dates
-from ecomm_assets.source.postgres import SourceDatabase, SourceTable, source_tables
+from ecomm_assets.source.postgres import SourceDatabase, SourceTable, column_descriptions, source_tables
 
 TABLE_DESCRIPTIONS = {
     "customers": "Customer profiles (name, email, city, country) changed on the ingestion date.",
@@ -38,7 +38,8 @@ def _landing_spec(table: SourceTable) -> dg.AssetSpec:
         skippable=True,
         metadata={
             "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(name, type) for name, type in table.columns]
+                columns=[dg.TableColumn(name, type, description=column_descriptions().get(name))
+                         for name, type in table.columns]
             ),
         },
     )

@@ -18,6 +18,7 @@ from ecomm_assets.extract.landing_zone import LandingZone, data_file, partition_
 from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate
 from ecomm_assets.lakehouse.pipeline_sql import PipelineTable, pipeline_tables
 from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dates
+from ecomm_assets.source.postgres import column_descriptions
 
 MANIFEST_CHECK = "rows_match_manifest"
 INGESTION_DATE = "_ingestion_date"
@@ -41,7 +42,9 @@ def _spec(table: PipelineTable) -> dg.AssetSpec:
         skippable=True,
         metadata={
             "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(name, type_) for name, type_ in table.columns]
+                # the source columns carry their meaning from schema.sql; derived ones have none yet
+                columns=[dg.TableColumn(name, type_, description=column_descriptions().get(name))
+                         for name, type_ in table.columns]
             ),
             "dagster/table_name": f"ecomm_dw.{table.name}",
             "dlt_source": table.source_file,

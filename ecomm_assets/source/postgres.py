@@ -48,6 +48,19 @@ def source_tables() -> dict[str, SourceTable]:
     return tables
 
 
+@cache
+def column_descriptions() -> dict[str, str]:
+    """What each source column means, by column name, from the COMMENT ON COLUMN of schema.sql."""
+    descriptions = {}
+    for statement in sqlglot.parse(SCHEMA_SQL.read_text(), read="postgres"):
+        if isinstance(statement, exp.Comment) and statement.args["kind"] == "COLUMN":
+            name = statement.this.name
+            if name in descriptions:
+                raise ValueError(f"schema.sql comments the column {name} twice: once per name")
+            descriptions[name] = statement.expression.name
+    return descriptions
+
+
 # psycopg yields COPY output one row at a time; writing 1 MiB at a time keeps the file I/O cheap.
 _WRITE_BATCH_BYTES = 1 << 20
 
