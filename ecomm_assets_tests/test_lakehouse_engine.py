@@ -106,7 +106,7 @@ def test_a_fail_update_expectation_rolls_the_whole_refresh_back(engine, zone, tm
     sql = tmp_path / "pipeline.sql"
     sql.write_text("""
         CREATE OR REFRESH STREAMING TABLE bronze.products
-        AS SELECT *, _metadata.file_path AS _source_file,
+        AS SELECT *, _metadata.file_path AS _source_file, _metadata.file_modification_time AS _source_file_modified_at,
                   CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date
         FROM STREAM read_files('${landing_root}/products/ingestion_date=*/products.csv', format => 'csv',
                                header => true, schema => 'product_id STRING, unit_price STRING',

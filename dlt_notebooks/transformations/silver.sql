@@ -1,13 +1,14 @@
 -- Silver, in two steps.
 --
 -- 1. silver.<table> (customers, products, orders, order_items): ecomm-db as it stood at the latest
---    extract, one row per key, typed. Of the versions landed for a key, the one the key snapshot
---    names wins; a key changed after the extracted windows (empty updated_at in the snapshot)
---    keeps its latest landed version until its partition runs. A key missing from the snapshot
---    was deleted in the source and is gone. A row whose key does not parse is told apart by its
---    values: each distinct one is kept (and quarantined by valid_id). A version
---    landed twice (the lookback extracts the day before again) counts once, on the ingestion date
---    it first landed on, so a day's checks judge that day's changes.
+--    extract, one row per key, typed, read from the latest version of each landed file (a
+--    re-extracted partition replaces what its earlier extract said). Of the versions landed for
+--    a key, the one the key snapshot names wins; a key changed after the extracted windows (empty
+--    updated_at in the snapshot) keeps its latest landed version until its partition runs. A key
+--    missing from the snapshot was deleted in the source and is gone. A row whose key does not
+--    parse is told apart by its values: each distinct one is kept (and quarantined by valid_id).
+--    A version landed twice (the lookback extracts the day before again) counts once, on the
+--    ingestion date it first landed on, so a day's checks judge that day's changes.
 --    Each table evaluates its data contract rules once per row: _failed_rules lists the rules a
 --    row breaks, and one expectation per rule counts them (the Dagster asset checks).
 -- 2. The star schema takes the rows that break no rule; silver.<table>_quarantine keeps the others,
@@ -41,6 +42,7 @@ AS WITH landed AS (
     _ingestion_date,
     _source_file
   FROM bronze.customers
+  QUALIFY _source_file_modified_at = max(_source_file_modified_at) OVER (PARTITION BY _source_file)
 ), source AS (
   SELECT try_cast(customer_id AS BIGINT) AS customer_id, try_cast(updated_at AS TIMESTAMP) AS updated_at
   FROM bronze.customers_keys
@@ -74,6 +76,7 @@ AS WITH landed AS (
     _ingestion_date,
     _source_file
   FROM bronze.products
+  QUALIFY _source_file_modified_at = max(_source_file_modified_at) OVER (PARTITION BY _source_file)
 ), source AS (
   SELECT try_cast(product_id AS BIGINT) AS product_id, try_cast(updated_at AS TIMESTAMP) AS updated_at
   FROM bronze.products_keys
@@ -109,6 +112,7 @@ AS WITH landed AS (
     _ingestion_date,
     _source_file
   FROM bronze.orders
+  QUALIFY _source_file_modified_at = max(_source_file_modified_at) OVER (PARTITION BY _source_file)
 ), source AS (
   SELECT try_cast(order_id AS BIGINT) AS order_id, try_cast(updated_at AS TIMESTAMP) AS updated_at
   FROM bronze.orders_keys
@@ -178,6 +182,7 @@ AS WITH landed AS (
     _ingestion_date,
     _source_file
   FROM bronze.order_items
+  QUALIFY _source_file_modified_at = max(_source_file_modified_at) OVER (PARTITION BY _source_file)
 ), source AS (
   SELECT try_cast(order_item_id AS BIGINT) AS order_item_id, try_cast(updated_at AS TIMESTAMP) AS updated_at
   FROM bronze.order_items_keys

@@ -2,7 +2,8 @@
 
 sqlglot transpiles each query from Databricks SQL to DuckDB. Two things DLT does are done here by
 hand: Auto Loader's ``read_files`` (the landed CSV files its path selects, every value as text,
-columns outside the declared schema rescued into ``_rescued_data`` as JSON) and the expectations
+columns outside the declared schema rescued into ``_rescued_data`` as JSON; with
+``allowOverwrites`` a rewritten file is read again and both versions stay) and the expectations
 (failures counted per expectation, then dropped, kept or the update failed). A file is read only
 if it matches its manifest (bytes and sha256), and a refresh fails, naming the file, if the rows
 it holds from a file are not the rows the manifest counted. A refresh is one transaction: it
@@ -34,6 +35,7 @@ from ecomm_assets.lakehouse.pipeline_sql import (
     FILE_METADATA,
     RESCUED_DATA,
     SOURCE_FILE,
+    SOURCE_FILE_MODIFIED_AT,
     PipelineTable,
     read_files_call,
     read_files_options,
@@ -91,9 +93,11 @@ def _landed_file_relation(path: Path, schema: list[str]) -> str:
         rescued = (f"CASE WHEN {present} THEN json_object({pairs}, '_file_path', "
                    f"{_quote(str(path))})::VARCHAR END")
     all_columns = "{" + ", ".join(f"{_quote(c)}: 'VARCHAR'" for c in header) + "}"
+    modified_us = path.stat().st_mtime_ns // 1000
     return (
         f"SELECT {', '.join(columns)}, {rescued} AS {RESCUED_DATA}, "
-        f"{{'file_path': {_quote(str(path))}}} AS {FILE_METADATA} "
+        f"{{'file_path': {_quote(str(path))}, "
+        f"'file_modification_time': make_timestamp({modified_us})::TIMESTAMPTZ}} AS {FILE_METADATA} "
         f"FROM read_csv({_quote(str(path))}, header = true, delim = ',', quote = '\"', escape = '\"', "
         f"columns = {all_columns}, allow_quoted_nulls = false, strict_mode = true)"
     )
@@ -207,10 +211,12 @@ class DuckDBLakehouse(LakehouseEngine):
                 "it was changed after the extract wrote it. Re-run the extract of that partition.")
 
     def _rows_by_file(self, connection, table: PipelineTable, files: Sequence[Path]) -> dict[str, int]:
-        """Rows the table holds from each of ``files``, checked against their manifests."""
+        """Rows the table holds from the latest version of each of ``files``, checked against their
+        manifests."""
         held = dict(connection.execute(
-            f"SELECT {SOURCE_FILE}, count(*) FROM {table.name} WHERE {SOURCE_FILE} IN "
-            f"({', '.join(_quote(str(f)) for f in files)}) GROUP BY ALL").fetchall())
+            f"SELECT {SOURCE_FILE}, count(*) FROM (SELECT {SOURCE_FILE} FROM {table.name} WHERE {SOURCE_FILE} IN "
+            f"({', '.join(_quote(str(f)) for f in files)}) QUALIFY {SOURCE_FILE_MODIFIED_AT} = "
+            f"max({SOURCE_FILE_MODIFIED_AT}) OVER (PARTITION BY {SOURCE_FILE})) GROUP BY ALL").fetchall())
         rows = {}
         for path in files:
             expected = json.loads(path.with_name(MANIFEST).read_text())["files"][path.name]["rows"]
@@ -222,7 +228,8 @@ class DuckDBLakehouse(LakehouseEngine):
         return rows
 
     def _ingest(self, connection, table: PipelineTable, ingestion_dates: Sequence[str]) -> TableUpdate:
-        """Streaming table: replace the rows of the given ingestion dates with their landed files."""
+        """Streaming table: add the landed files of the given ingestion dates as they are now. A file
+        version read before is replaced, not doubled; an earlier version of a rewritten file stays."""
         by_date = {path.parent.name.split("=", 1)[1]: path for path in self._files(table)}
         missing = [d for d in ingestion_dates if d not in by_date]
         if missing:
@@ -232,9 +239,12 @@ class DuckDBLakehouse(LakehouseEngine):
         files = [by_date[d] for d in ingestion_dates]
         select = self._landed(table, files)
         if self._exists(connection, table):
-            dates = ", ".join(f"DATE {_quote(d)}" for d in ingestion_dates)
-            connection.execute(f"DELETE FROM {table.name} WHERE _ingestion_date IN ({dates})")
-            connection.execute(f"INSERT INTO {table.name} BY NAME {select}")
+            connection.execute(f"CREATE OR REPLACE TEMP TABLE landed_now AS {select}")
+            connection.execute(
+                f"DELETE FROM {table.name} USING (SELECT DISTINCT {SOURCE_FILE}, {SOURCE_FILE_MODIFIED_AT} "
+                f"FROM landed_now) AS now WHERE {table.name}.{SOURCE_FILE} = now.{SOURCE_FILE} "
+                f"AND {table.name}.{SOURCE_FILE_MODIFIED_AT} = now.{SOURCE_FILE_MODIFIED_AT}")
+            connection.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM landed_now")
         else:
             connection.execute(f"CREATE TABLE {table.name} AS {select}")
         return TableUpdate(table.name, self._count(connection, table),

@@ -57,8 +57,9 @@ class LakehouseEngine(dg.ConfigurableResource, ABC):
     ) -> list[TableUpdate]:
         """Refresh ``tables`` (a subset of the pipeline, in pipeline order).
 
-        Streaming tables (Bronze) ingest the landing partitions of ``ingestion_dates``, replacing
-        what they held for those dates; materialized views are recomputed from their inputs.
+        Streaming tables (Bronze) ingest the landing partitions of ``ingestion_dates`` as their
+        files are now: a rewritten file (a re-extract) adds its new version beside the earlier one,
+        as Auto Loader does with ``allowOverwrites``; materialized views are recomputed from their inputs.
         ``full_refresh`` empties the streaming tables first and re-ingests every landed file, as
         a DLT full refresh does.
         """

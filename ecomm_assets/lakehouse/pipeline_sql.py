@@ -30,8 +30,10 @@ LANDING_ROOT = "${landing_root}"
 # Columns Auto Loader adds next to a read_files() schema.
 RESCUED_DATA = "_rescued_data"
 FILE_METADATA = "_metadata"
-# What every table that reads landed files keeps of _metadata.file_path: rows are counted per file.
+# What every table that reads landed files keeps of _metadata: rows are counted per file, and a
+# re-extracted file's new version is told from the earlier one by its modification time.
 SOURCE_FILE = "_source_file"
+SOURCE_FILE_MODIFIED_AT = "_source_file_modified_at"
 # The column in which a Silver table lists the rules a row breaks: if(<condition>, NULL, '<rule>'),
 # one per rule, each counted by the expectation NOT array_contains(_failed_rules, '<rule>').
 FAILED_RULES = "_failed_rules"
@@ -203,7 +205,7 @@ def _source_schema(call: exp.Anonymous) -> dict[str, str]:
     """The columns a read_files() call yields: its schema, the rescue column and the file metadata."""
     columns = read_files_schema(call)
     columns[RESCUED_DATA] = "STRING"
-    columns[FILE_METADATA] = "STRUCT<file_path: STRING>"
+    columns[FILE_METADATA] = "STRUCT<file_path: STRING, file_modification_time: TIMESTAMP>"
     return columns
 
 
@@ -250,8 +252,9 @@ def _parse_statement(text: str, known: dict[str, dict[str, str]], source_file: s
     upstream = tuple(
         sorted({f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table)} & set(known))
     )
-    if landing_files and SOURCE_FILE not in dict(columns):
-        raise ValueError(f"{source_file}: {name} reads landed files: keep _metadata.file_path AS {SOURCE_FILE}")
+    if landing_files and not {SOURCE_FILE, SOURCE_FILE_MODIFIED_AT} <= dict(columns).keys():
+        raise ValueError(f"{source_file}: {name} reads landed files: keep _metadata.file_path AS {SOURCE_FILE} "
+                         f"and _metadata.file_modification_time AS {SOURCE_FILE_MODIFIED_AT}")
     return PipelineTable(name, " ".join(header["kind"].lower().split()), comment, expectations,
                          query, columns, upstream, landing_files, source_file)
 
