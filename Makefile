@@ -1,7 +1,8 @@
 # ecomm_data_pipeline: the whole daily pipeline on this machine, then its tests.
 #   make run    install, start the local stack, backfill every demo partition, show the KPIs
 #   make dev    the Dagster UI on http://127.0.0.1:3000 over the same local state
-#   make test   the test suite
+#   make test   the test suite (the Spark parity tests included)
+#   make parity the DLT SQL on local Spark against the DuckDB engine, alone (~3 min)
 #   make bench  the benchmarks, side by side (results in .ecomm_home/bench, ~15 min)
 #   make clean  stop the local stack and remove everything it made
 
@@ -14,7 +15,7 @@ MANIFEST := dbt_project/target/manifest.json
 # the partitions start at the first seeded day (written by `local_stack seed`)
 FIRST_DAY = ECOMM_FIRST_INGESTION_DATE=$$(cut -d. -f1 $(ECOMM_HOME)/seeded_window.txt 2>/dev/null)
 
-.PHONY: install manifest instance run dev test bench clean
+.PHONY: install manifest instance run dev test parity bench clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -46,6 +47,9 @@ dev: install manifest instance
 
 test: install manifest
 	$(BIN)/pytest
+
+parity: install manifest
+	$(BIN)/pytest -m parity
 
 bench: install manifest
 	$(PY) ecomm_assets_tests/benchmarks/run_benchmarks.py

@@ -142,6 +142,17 @@ def test_the_landing_bucket_policy_keeps_the_extracts_to_two_roles():
         for resource in _as_list(statement["Resource"])
     }
     assert denied_to_others == {bucket, extracts}
+    # what S3LandingZone does to the extracts: read, write (multipart), delete, and abort a failed
+    # upload (a denied abort would replace the extract's own error with AccessDenied)
+    [extractor] = [s for s in policy["Statement"] if s["Sid"] == "ExtractorWritesExtracts"]
+    assert set(extractor["Action"]) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
+
+
+def test_prod_deploys_into_the_deploying_principals_own_folder():
+    """The pipeline runs the deployed SQL with the principal's rights on the landing zone: no other
+    workspace user may be able to change it (/Workspace/Shared is writable by every user)."""
+    root = BUNDLE["targets"]["prod"]["workspace"]["root_path"]
+    assert root.startswith("/Workspace/Users/${workspace.current_user.userName}/")
 
 
 # (e) dbt on Databricks

@@ -1,5 +1,7 @@
 """The S3 landing zone against a real S3 protocol peer: moto's server on 127.0.0.1, real boto3."""
 
+import json
+
 import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
@@ -7,6 +9,7 @@ from dagster_aws.s3 import S3Resource
 from conftest import DAYS, source_rows
 from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.extract.s3_landing_zone import S3LandingZone
+from ecomm_assets.lakehouse.pipeline_sql import REPO_ROOT
 
 BUCKET = "ecomm-landing"
 MiB = 1 << 20
@@ -79,6 +82,17 @@ def test_the_next_extract_aborts_the_upload_a_killed_one_left(landing):
     landing.land("orders/ingestion_date=2026-03-02", "orders.csv", writing(b"order_id\n1\n"), {})
     assert client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
     assert sorted(objects(landing)) == [f"{PARTITION}/_manifest.json", f"{PARTITION}/orders.csv"]
+
+
+def test_the_bucket_lifecycle_rule_clears_uploads_nobody_finished(landing):
+    """The parts of an upload no extract completed or aborted (a killed run on the last day of a
+    backfill) cost storage until removed: S3 takes the rule and keeps it on the extracts' prefix."""
+    rules = json.loads((REPO_ROOT / "dlt_notebooks/security/landing_bucket_lifecycle.json").read_text())
+    client = landing.s3.get_client()
+    client.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration=rules)
+    [rule] = client.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    assert rule["Status"] == "Enabled" and rule["Filter"] == {"Prefix": "ecomm_db_extracts/"}
+    assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
 
 
 def test_the_extract_lands_one_object_per_partition_and_rerunning_replaces_it(shop, landing):

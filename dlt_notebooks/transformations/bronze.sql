@@ -1,6 +1,9 @@
 -- Bronze: what landed, untyped, as Auto Loader reads it. Columns that are not in the expected
 -- schema are kept in _rescued_data (schema evolution mode "rescue"), never dropped. The files are
--- PostgreSQL's CSV: a quoted value may hold a line break (multiLine) and a doubled quote (escape).
+-- PostgreSQL's CSV: a quoted value may hold a line break (multiLine) and a doubled quote (escape);
+-- an empty field is NULL and a quoted empty string "" is ''. Spark's CSV reader would read both as
+-- NULL (its nullValue is ''): nullValue is set to NUL, a character PostgreSQL text cannot hold, and
+-- an empty field is still NULL.
 --
 -- bronze.<table>       every row of every version of every landed partition file
 --                      (ingestion_date=YYYY-MM-DD/<table>.csv, nothing else: a copied folder such as
@@ -27,6 +30,7 @@ FROM STREAM read_files(
   header => true,
   multiLine => true,
   escape => '"',
+  nullValue => '\u0000',
   schema => 'customer_id STRING, first_name STRING, last_name STRING, email STRING, city STRING, country STRING, created_at STRING, updated_at STRING',
   schemaEvolutionMode => 'rescue',
   allowOverwrites => true
@@ -44,6 +48,7 @@ FROM read_files(
   header => true,
   multiLine => true,
   escape => '"',
+  nullValue => '\u0000',
   schema => 'customer_id STRING, updated_at STRING',
   schemaEvolutionMode => 'rescue'
 );
@@ -62,6 +67,7 @@ FROM STREAM read_files(
   header => true,
   multiLine => true,
   escape => '"',
+  nullValue => '\u0000',
   schema => 'product_id STRING, product_name STRING, category STRING, unit_price STRING, created_at STRING, updated_at STRING',
   schemaEvolutionMode => 'rescue',
   allowOverwrites => true
@@ -79,6 +85,7 @@ FROM read_files(
   header => true,
   multiLine => true,
   escape => '"',
+  nullValue => '\u0000',
   schema => 'product_id STRING, updated_at STRING',
   schemaEvolutionMode => 'rescue'
 );
@@ -97,6 +104,7 @@ FROM STREAM read_files(
   header => true,
   multiLine => true,
   escape => '"',
+  nullValue => '\u0000',
   schema => 'order_id STRING, customer_id STRING, ordered_at STRING, status STRING, payment_method STRING, created_at STRING, updated_at STRING',
   schemaEvolutionMode => 'rescue',
   allowOverwrites => true
@@ -114,6 +122,7 @@ FROM read_files(
   header => true,
   multiLine => true,
   escape => '"',
+  nullValue => '\u0000',
   schema => 'order_id STRING, updated_at STRING',
   schemaEvolutionMode => 'rescue'
 );
@@ -132,6 +141,7 @@ FROM STREAM read_files(
   header => true,
   multiLine => true,
   escape => '"',
+  nullValue => '\u0000',
   schema => 'order_item_id STRING, order_id STRING, product_id STRING, quantity STRING, item_price STRING, created_at STRING, updated_at STRING',
   schemaEvolutionMode => 'rescue',
   allowOverwrites => true
@@ -149,6 +159,7 @@ FROM read_files(
   header => true,
   multiLine => true,
   escape => '"',
+  nullValue => '\u0000',
   schema => 'order_item_id STRING, updated_at STRING',
   schemaEvolutionMode => 'rescue'
 );

@@ -93,7 +93,7 @@ def _landed_file_relation(path: Path, schema: list[str]) -> str:
         rescued = (f"CASE WHEN {present} THEN json_object({pairs}, '_file_path', "
                    f"{_quote(str(path))})::VARCHAR END")
     all_columns = "{" + ", ".join(f"{_quote(c)}: 'VARCHAR'" for c in header) + "}"
-    modified_us = path.stat().st_mtime_ns // 1000
+    modified_us = path.stat().st_mtime_ns // 1_000_000 * 1000  # in milliseconds, as Spark lists files
     return (
         f"SELECT {', '.join(columns)}, {rescued} AS {RESCUED_DATA}, "
         f"{{'file_path': {_quote(str(path))}, "

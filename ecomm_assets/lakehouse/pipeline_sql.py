@@ -192,7 +192,8 @@ def read_files_call(query: exp.Query) -> exp.Anonymous | None:
 def read_files_options(call: exp.Anonymous) -> tuple[str, dict[str, str]]:
     """The path and the named options of a read_files() call."""
     path, *options = call.expressions
-    return path.name, {o.this.name: o.expression.name for o in options}
+    return path.name, {o.this.name: o.expression.name if isinstance(o.expression, exp.Literal)
+                       else o.expression.sql(DIALECT).lower() for o in options}
 
 
 def read_files_schema(call: exp.Anonymous) -> dict[str, str]:
