@@ -120,6 +120,8 @@ class PipelinesServer:
                                     f"active update {active.update_id}."}
         update = self.queued.pop(0)
         update.creation_time, update.request = int(time.time() * 1000), body
+        # as Databricks does: no (or an empty) selection is an update of the whole pipeline
+        update.whole_pipeline = not (body.get("refresh_selection") or body.get("full_refresh_selection"))
         self.updates[update.update_id] = update
         for offset, logged in enumerate(update.events, start=1):
             self.log.append({"timestamp": iso(update.creation_time + offset), **logged})

@@ -163,6 +163,19 @@ def test_full_refresh_resets_the_selected_tables_only(server):
     assert start["body"] == {"full_refresh_selection": ["ecomm_dw.bronze.orders"]}
 
 
+def test_no_update_is_started_for_an_empty_selection(server):
+    """Databricks updates the whole pipeline when refresh_selection is empty (a checks-only run)."""
+    server.queued.append(Update(["RUNNING", "COMPLETED"], successful_update))
+
+    with pytest.raises(ValueError, match="empty refresh_selection would update the whole pipeline"):
+        server.engine().refresh([], ["2026-03-04"], log)
+
+    assert server.requests == []
+    server.engine().refresh(selected("bronze.orders"), ["2026-03-04"], log)
+    [update] = server.updates.values()
+    assert not update.whole_pipeline
+
+
 def test_a_failed_update_raises_with_the_pipeline_error(server):
     old_failure = event("0d9c8b7a-0000-4000-8000-000000000001", "update_progress", "ERROR",
                         "Update 0d9c8b is FAILED.",

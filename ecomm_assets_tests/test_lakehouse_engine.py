@@ -8,11 +8,14 @@ import logging
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 import sqlglot
 
+from ecomm_assets import environment
 from ecomm_assets.extract.landing_zone import LocalLandingZone, data_file, key_snapshot_folder, partition_folder
+from ecomm_assets.lakehouse.assets import lakehouse_tables
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse, to_duckdb
 from ecomm_assets.lakehouse.engine import LandedFileError
 from ecomm_assets.lakehouse.pipeline_sql import pipeline_tables, read_pipeline
@@ -190,3 +193,15 @@ def test_a_malformed_dlt_header_names_the_file_and_table(tmp_path):
     sql.write_text("CREATE OR REFRESH MATERIALIZED VIEW gold.x (CONSTRAINT oops (a > 0)) AS SELECT 1 AS a")
     with pytest.raises(ValueError, match=r"broken.sql: gold.x: not a DLT expectation"):
         read_pipeline([sql])
+
+
+def test_a_run_of_lakehouse_checks_alone_refreshes_nothing_and_says_why(tmp_path):
+    """A check is judged on what its table's refresh reports: with no table selected the run fails
+    before the engine is called (on Databricks an empty selection would update every table)."""
+    check = dg.AssetCheckKey(dg.AssetKey(["silver", "orders"]), "valid_status")
+    result = dg.materialize([lakehouse_tables], selection=dg.AssetSelection.checks(check),
+                            resources=environment.local_resources(tmp_path, 1), tags={"dagster/partition": "2026-03-02"},
+                            raise_on_error=False)
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "materialize the table to run its checks" in str(failure.event_specific_data.error)
+    assert not (tmp_path / "ecomm_dw.duckdb").exists()

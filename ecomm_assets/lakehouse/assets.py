@@ -180,6 +180,9 @@ def lakehouse_tables(
     """Refresh the selected tables of the DLT pipeline for the run's ingestion dates."""
     dates = run_ingestion_dates(context)
     tables = {t.name: t for t in pipeline_tables() if asset_key(t.name) in context.selected_asset_keys}
+    if not tables:
+        raise dg.Failure("Only checks of the lakehouse tables were selected. A check is judged on what a "
+                         "refresh of its table reports: materialize the table to run its checks.")
     with lakehouse.writing(context.log, holder=f"run {context.run.run_id} (lakehouse refresh)"):
         updates = lakehouse.refresh(list(tables.values()), dates, context.log, config.full_refresh)
         by_day = {update.name: _failures_by_day(tables[update.name], lakehouse) for update in updates}

@@ -57,6 +57,9 @@ class DatabricksLakehouse(LakehouseEngine):
         only (``full_refresh_selection``); the API's ``full_refresh`` flag would reset the whole
         graph. If another update is running, this one starts when it has finished.
         """
+        if not tables:
+            raise ValueError(f"No table of pipeline {self.pipeline_id} selected: an empty refresh_selection "
+                             "would update the whole pipeline; nothing was started.")
         deadline = time.monotonic() + self.timeout_seconds
         workspace = WorkspaceClient(host=self.host, token=self.token, auth_type="pat")
         # refresh_selection takes table names; the API reference says no more than "a list of
