@@ -247,7 +247,7 @@ def test_an_update_that_outlives_the_timeout_is_stopped(server):
     (raise_execution_interrupts, DagsterExecutionInterruptedError),  # how Dagster runs an op
     (contextlib.nullcontext, KeyboardInterrupt),  # Python's own SIGINT handler
 ])
-def test_a_terminated_run_stops_its_update(server, interrupts, raised):
+def test_a_terminated_run_stops_its_update(server, interrupts, raised, request):
     """The run is terminated while the update is polled: a real SIGINT reaches the main thread,
     as it does when Dagster terminates a run worker. It is sent after every poll from the second
     on (a signal that lands while the answer is read may be absorbed on the way); once it is
@@ -261,6 +261,10 @@ def test_a_terminated_run_stops_its_update(server, interrupts, raised):
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     server.on_poll_after_response = interrupt_from_second_poll
+    # Python's own handler, as a run worker has: a shell starting the tests in the background
+    # (no job control) hands them SIGINT ignored, and Python then leaves it ignored.
+    signal_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, signal_handler))
 
     with pytest.raises(raised), interrupts():
         server.engine(poll_interval_seconds=0.05).refresh(selected("gold.sales_analytics"), [], log)
