@@ -2,6 +2,7 @@
 
 import socket
 import tempfile
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -31,6 +32,15 @@ SERVED_TABLES = ["silver.customers", "silver.products", "silver.orders", "silver
                  "silver.dim_customer", "silver.dim_product", "silver.dim_orders", "silver.fact_orders",
                  "gold.sales_analytics", "gold.agg_daily_sales", "dbt_prod_metric.agg_sales_kpi",
                  "dbt_prod_metric.agg_product_kpi", "dbt_prod_metric.agg_customer_kpi"]
+
+
+def wait_for(condition, seconds: float, what: str, interval: float = 0.01):
+    """The first true value of ``condition()``, asked every ``interval`` seconds for up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"gave up waiting for {what} after {seconds} s"
+        time.sleep(interval)
+    return value
 
 
 def _free_port() -> int:

@@ -14,6 +14,7 @@ import dagster as dg
 from conftest import DAYS, SERVED_TABLES, source_rows
 
 from ecomm_assets.alerts.sensor import Alerting, failure_alerts
+from ecomm_assets.lakehouse.pipeline_sql import LATEST_FILE_VERSION
 
 VALID_LINES = """
     FROM order_items i
@@ -139,11 +140,10 @@ def test_rematerializing_a_partition_changes_no_table(shop, new_pipeline):
     pipeline = new_pipeline()
     pipeline.materialize(DAYS[0], DAYS[-1])
     bronze = ["bronze.customers", "bronze.products", "bronze.orders", "bronze.order_items"]
-    latest = "QUALIFY _source_file_modified_at = max(_source_file_modified_at) OVER (PARTITION BY _source_file)"
 
     def latest_versions(table):
-        return sorted(pipeline.query(f"SELECT * EXCLUDE (_source_file_modified_at, _ingested_at) FROM {table} {latest}"),
-                      key=repr)
+        return sorted(pipeline.query(f"SELECT * EXCLUDE (_source_file_modified_at, _ingested_at) FROM {table} "
+                                     f"QUALIFY {LATEST_FILE_VERSION}"), key=repr)
 
     before = {table: pipeline.rows(table) for table in SERVED_TABLES} | {t: latest_versions(t) for t in bronze}
     landed = sorted(p.relative_to(pipeline.home) for p in (pipeline.home / "landing").rglob("*") if p.is_file())

@@ -22,7 +22,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from conftest import DAYS, Pipeline, _free_port, source_rows
+from conftest import DAYS, Pipeline, _free_port, source_rows, wait_for
 from ecomm_assets import environment
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
 
@@ -237,14 +237,6 @@ def start_run(env: dict, first: str, last: str) -> subprocess.Popen:
                              "--partition-range", f"{first}...{last}"],
                             env=env, cwd=environment.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
-        time.sleep(0.01)
-    return found
 
 
 def writer_lock(pipeline: Pipeline) -> Path:

@@ -12,13 +12,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import DAYS, _free_port
+from conftest import DAYS, _free_port, wait_for
 from test_serving import chromium
 
 from ecomm_assets.environment import REPO_ROOT
@@ -48,7 +47,7 @@ class DagsterUI:
             subprocess.Popen([bin_dir / "dagster-daemon", "run", *code], env=self.env, cwd=REPO_ROOT,
                              start_new_session=True, stdout=open(home / "daemon.log", "wb"), stderr=subprocess.STDOUT),
         ]
-        wait_for(lambda: self._answers(), 300, "the webserver to answer")
+        wait_for(lambda: self._answers(), 300, "the webserver to answer", interval=2)
 
     def _answers(self) -> bool:
         try:
@@ -75,14 +74,6 @@ class DagsterUI:
             except subprocess.TimeoutExpired:  # dagster's code servers can outlive a SIGTERM
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-
-
-def wait_for(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"gave up waiting for {what} after {seconds} s"
-        time.sleep(2)
-    return value
 
 
 @pytest.fixture
@@ -127,7 +118,7 @@ def test_a_backfill_launched_in_the_ui_runs_its_checks_alerts_and_refreshes_the_
         "assetSelection": [n["assetKey"] for n in nodes if n["isMaterializable"]]})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     backfill = wait_for(lambda: (b := ui.graphql(BACKFILL, id=launched["backfillId"])["partitionBackfillOrError"])
-                        ["status"] in FINISHED and b, 900, "the backfill to finish")
+                        ["status"] in FINISHED and b, 900, "the backfill to finish", interval=2)
     assert backfill["status"] in {"COMPLETED", "COMPLETED_SUCCESS"}, backfill
     assert backfill["runs"] and {run["status"] for run in backfill["runs"]} == {"SUCCESS"}
 
@@ -152,9 +143,9 @@ def test_a_backfill_launched_in_the_ui_runs_its_checks_alerts_and_refreshes_the_
         return any(title.startswith("Check failed") and f" {key.asset_key.to_user_string()} {key.name}, partition "
                    in title for title in titles)
 
-    wait_for(lambda: all(alerted(key) for key in failed), 180, f"alerts on {failed}")
+    wait_for(lambda: all(alerted(key) for key in failed), 180, f"alerts on {failed}", interval=2)
     refresh = wait_for(lambda: [run for run in ui.graphql(SENSOR_RUNS)["runsOrError"]["results"]
-                                if run["status"] == "SUCCESS"], 180, "the dashboard refresh")
+                                if run["status"] == "SUCCESS"], 180, "the dashboard refresh", interval=2)
     assert {tag["key"]: tag["value"] for tag in refresh[0]["tags"]}.items() >= {
         "dagster/asset_partition_range_start": BACKFILL_DAYS[0],
         "dagster/asset_partition_range_end": BACKFILL_DAYS[-1]}.items()

@@ -24,7 +24,7 @@ from databricks.sdk.service.pipelines import UpdateInfo
 from databricks.sdk.service.sql import StatementResponse, StatementState
 
 from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate
-from ecomm_assets.lakehouse.pipeline_sql import SOURCE_FILE, SOURCE_FILE_MODIFIED_AT, PipelineTable
+from ecomm_assets.lakehouse.pipeline_sql import LATEST_FILE_VERSION, SOURCE_FILE, PipelineTable
 
 _FINAL_STATES = {"COMPLETED", "FAILED", "CANCELED"}
 _EVENTS_PAGE_SIZE = 250  # the endpoint takes up to 1000 and may return fewer
@@ -112,8 +112,7 @@ class DatabricksLakehouse(LakehouseEngine):
         (every date if none)."""
         dates = ", ".join(f"DATE'{date}'" for date in ingestion_dates)
         where = f" WHERE _ingestion_date IN ({dates})" if table.kind == "streaming table" and dates else ""
-        latest = (f"SELECT {SOURCE_FILE} FROM {self.catalog}.{table.name}{where} QUALIFY {SOURCE_FILE_MODIFIED_AT} "
-                  f"= max({SOURCE_FILE_MODIFIED_AT}) OVER (PARTITION BY {SOURCE_FILE})")
+        latest = f"SELECT {SOURCE_FILE} FROM {self.catalog}.{table.name}{where} QUALIFY {LATEST_FILE_VERSION}"
         rows = self._query(workspace, f"SELECT {SOURCE_FILE}, count(*) FROM ({latest}) GROUP BY {SOURCE_FILE}",
                            deadline)
         return {uri.removeprefix(self.landing_root.rstrip("/") + "/"): int(count) for uri, count in rows}

@@ -33,6 +33,7 @@ from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, La
 from ecomm_assets.lakehouse.pipeline_sql import (
     DIALECT,
     FILE_METADATA,
+    LATEST_FILE_VERSION,
     RESCUED_DATA,
     SOURCE_FILE,
     SOURCE_FILE_MODIFIED_AT,
@@ -215,8 +216,7 @@ class DuckDBLakehouse(LakehouseEngine):
         manifests."""
         held = dict(connection.execute(
             f"SELECT {SOURCE_FILE}, count(*) FROM (SELECT {SOURCE_FILE} FROM {table.name} WHERE {SOURCE_FILE} IN "
-            f"({', '.join(_quote(str(f)) for f in files)}) QUALIFY {SOURCE_FILE_MODIFIED_AT} = "
-            f"max({SOURCE_FILE_MODIFIED_AT}) OVER (PARTITION BY {SOURCE_FILE})) GROUP BY ALL").fetchall())
+            f"({', '.join(_quote(str(f)) for f in files)}) QUALIFY {LATEST_FILE_VERSION}) GROUP BY ALL").fetchall())
         rows = {}
         for path in files:
             expected = json.loads(path.with_name(MANIFEST).read_text())["files"][path.name]["rows"]

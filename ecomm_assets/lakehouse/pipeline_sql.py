@@ -34,6 +34,8 @@ FILE_METADATA = "_metadata"
 # re-extracted file's new version is told from the earlier one by its modification time.
 SOURCE_FILE = "_source_file"
 SOURCE_FILE_MODIFIED_AT = "_source_file_modified_at"
+# The rows of the latest version of each landed file (a QUALIFY condition, as silver.sql writes it).
+LATEST_FILE_VERSION = f"{SOURCE_FILE_MODIFIED_AT} = max({SOURCE_FILE_MODIFIED_AT}) OVER (PARTITION BY {SOURCE_FILE})"
 # The column in which a Silver table lists the rules a row breaks: if(<condition>, NULL, '<rule>'),
 # one per rule, each counted by the expectation NOT array_contains(_failed_rules, '<rule>').
 FAILED_RULES = "_failed_rules"
