@@ -38,6 +38,12 @@ def local_pg_port() -> int:
     return int(os.getenv("ECOMM_PG_PORT", LOCAL_PG_PORT))
 
 
+def lakehouse_catalog() -> str:
+    """The Unity Catalog catalog of the lakehouse: ECOMM_CATALOG in prod (a dev deployment of the
+    bundle publishes to ecomm_dw_dev), always ecomm_dw locally (the DuckDB file's name)."""
+    return os.getenv("ECOMM_CATALOG", "ecomm_dw") if ecomm_env() == "prod" else "ecomm_dw"
+
+
 def local_dashboard(home: Path) -> LocalDashboard:
     return LocalDashboard(path=str(home / "dashboard" / "ecommerce_analytics.html"))
 
@@ -62,6 +68,18 @@ def _required(*names: str) -> dict[str, str]:
     return {name: os.environ[name] for name in names}
 
 
+def _databricks_credentials() -> dict:
+    """A personal access token (DATABRICKS_TOKEN), or a service principal's OAuth secret
+    (DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET): the variables dbt-databricks reads too."""
+    if os.getenv("DATABRICKS_TOKEN"):
+        return {"token": dg.EnvVar("DATABRICKS_TOKEN")}
+    if os.getenv("DATABRICKS_CLIENT_ID") or os.getenv("DATABRICKS_CLIENT_SECRET"):
+        client = _required("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET")
+        return {"client_id": client["DATABRICKS_CLIENT_ID"], "client_secret": dg.EnvVar("DATABRICKS_CLIENT_SECRET")}
+    raise RuntimeError("Databricks credentials missing: set DATABRICKS_TOKEN (a personal access token), or "
+                       "DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET (a service principal, OAuth M2M)")
+
+
 def prod_resources() -> dict:
     # The cloud clients load only here: importing them costs seconds a local start-up need not pay.
     from dagster_aws.s3 import S3Resource
@@ -69,16 +87,19 @@ def prod_resources() -> dict:
     from ecomm_assets.extract.s3_landing_zone import S3LandingZone
     from ecomm_assets.lakehouse.databricks_engine import DatabricksLakehouse
 
-    env = _required("ECOMM_LANDING_BUCKET", "DATABRICKS_HOST", "DATABRICKS_HTTP_PATH", "ECOMM_DLT_PIPELINE_ID")
+    # every variable is checked here, when the code location loads, not at the step that needs it
+    pg_fields = [] if os.getenv("ECOMM_PG_DSN") else ["ECOMM_PG_HOST", "ECOMM_PG_USER", "ECOMM_PG_PASSWORD"]
+    env = _required("ECOMM_LANDING_BUCKET", "DATABRICKS_HOST", "DATABRICKS_HTTP_PATH", "ECOMM_DLT_PIPELINE_ID",
+                    *pg_fields)
+    databricks_credentials = _databricks_credentials()
     if os.getenv("ECOMM_PG_DSN"):
         source_db = SourceDatabase(dsn=dg.EnvVar("ECOMM_PG_DSN"))
     else:
-        pg = _required("ECOMM_PG_HOST", "ECOMM_PG_USER")
         source_db = SourceDatabase(
-            host=pg["ECOMM_PG_HOST"],
+            host=env["ECOMM_PG_HOST"],
             port=int(os.getenv("ECOMM_PG_PORT", "5432")),
             dbname=os.getenv("ECOMM_PG_DBNAME", "ecomm"),
-            user=pg["ECOMM_PG_USER"],
+            user=env["ECOMM_PG_USER"],
             password=dg.EnvVar("ECOMM_PG_PASSWORD"),
             sslmode=os.getenv("ECOMM_PG_SSLMODE", "require"),
         )
@@ -92,8 +113,9 @@ def prod_resources() -> dict:
         "landing_zone": landing_zone,
         "lakehouse": DatabricksLakehouse(
             host=env["DATABRICKS_HOST"],
-            token=dg.EnvVar("DATABRICKS_TOKEN"),
+            **databricks_credentials,
             pipeline_id=env["ECOMM_DLT_PIPELINE_ID"],
+            catalog=lakehouse_catalog(),
             # /sql/1.0/warehouses/<id>, the warehouse dbt-databricks uses too
             warehouse_id=env["DATABRICKS_HTTP_PATH"].rstrip("/").rsplit("/", 1)[-1],
             landing_root=landing_zone.extracts_root,

@@ -1,7 +1,9 @@
 """A loopback peer for databricks-sdk: a small HTTP server speaking the Pipelines API of one
-workspace that holds one pipeline, and the SQL Statement Execution API of one warehouse. It records
+workspace that holds one pipeline, the SQL Statement Execution API of one warehouse, and the
+workspace's OAuth endpoints (machine-to-machine: client credentials for a bearer token). It records
 every request so tests assert on the wire."""
 
+import base64
 import json
 import re
 import threading
@@ -17,6 +19,16 @@ PIPELINE_ID = "8a1f3c2e-5b7d-4e9a-b0c1-d2e3f4a5b6c7"
 WAREHOUSE_ID = "5f2a9e0c7b3d1a44"
 LANDING_ROOT = "s3://ecomm-landing/ecomm_db_extracts/daily_extracts"
 TOKEN = "dapi0123456789abcdef-secret"
+CLIENT_ID = "6f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"  # a service principal's application id
+CLIENT_SECRET = "dose0123456789abcdef-secret"
+# What the API answers a start while an update is active: the answer has had more than one form.
+BUSY_ANSWERS = {
+    "conflict": (409, {"error_code": "RESOURCE_CONFLICT",
+                       "message": "Cannot start a new update: pipeline '{pipeline}' already has an active "
+                                  "update {update}."}),
+    "invalid_state": (400, {"error_code": "INVALID_STATE",
+                            "message": "Pipeline '{pipeline}' is in state RUNNING: an update is in progress."}),
+}
 FINAL = {"COMPLETED", "FAILED", "CANCELED"}
 PAGE_CAP = 4  # the server returns fewer events than max_results, as the API may
 
@@ -39,6 +51,14 @@ def flow_progress(update_id: str, dataset: str, status: str, **progress) -> dict
     return event(update_id, "flow_progress", message=f"Flow '{dataset}' is {status}.",
                  origin={"flow_name": dataset, "dataset_name": dataset},
                  details={"flow_progress": {"status": status, **progress}})
+
+
+def _without_data_quality(logged: dict) -> dict:
+    progress = logged.get("details", {}).get("flow_progress")
+    if not progress or "data_quality" not in progress:
+        return logged
+    kept = {k: v for k, v in progress.items() if k != "data_quality"}
+    return {**logged, "details": {**logged["details"], "flow_progress": kept}}
 
 
 def data_quality(dataset: str, dropped: int, *checks: tuple[str, int, int]) -> dict:
@@ -82,6 +102,11 @@ class PipelinesServer:
         self.answer_sql = lambda statement: []
         self.statements: dict[str, dict] = {}
         self._pages: dict[str, list[dict]] = {}
+        self.busy_answer = "conflict"  # a key of BUSY_ANSWERS
+        # The events endpoint may leave events out: False drops the data_quality of every event.
+        self.events_carry_data_quality = True
+        self.oauth_tokens: set[str] = set()  # bearer tokens issued to CLIENT_ID
+        self.refuse_start: tuple[int, dict] | None = None  # an error answer to every start
         self._lock = threading.Lock()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.host = f"http://127.0.0.1:{self._http.server_address[1]}"
@@ -95,8 +120,9 @@ class PipelinesServer:
         self._http.server_close()
 
     def engine(self, **settings) -> DatabricksLakehouse:
-        return DatabricksLakehouse(host=self.host, token=TOKEN, pipeline_id=PIPELINE_ID, warehouse_id=WAREHOUSE_ID,
-                                   landing_root=LANDING_ROOT, **{"poll_interval_seconds": 0.01, **settings})
+        return DatabricksLakehouse(**{"host": self.host, "token": TOKEN, "pipeline_id": PIPELINE_ID,
+                                      "warehouse_id": WAREHOUSE_ID, "landing_root": LANDING_ROOT,
+                                      "catalog": "ecomm_dw", "poll_interval_seconds": 0.01, **settings})
 
     def add_running_update(self, states: list[str]) -> Update:
         """An update some other run started earlier, still active."""
@@ -114,10 +140,12 @@ class PipelinesServer:
     # --- endpoints -------------------------------------------------------------------------------
 
     def start_update(self, body: dict) -> tuple[int, dict]:
+        if self.refuse_start:
+            return self.refuse_start
         if active := self._active():
-            return 409, {"error_code": "RESOURCE_CONFLICT",
-                         "message": f"Cannot start a new update: pipeline '{PIPELINE_ID}' already has an "
-                                    f"active update {active.update_id}."}
+            status, answer = BUSY_ANSWERS[self.busy_answer]
+            return status, {**answer, "message": answer["message"].format(pipeline=PIPELINE_ID,
+                                                                          update=active.update_id)}
         update = self.queued.pop(0)
         update.creation_time, update.request = int(time.time() * 1000), body
         # as Databricks does: no (or an empty) selection is an update of the whole pipeline
@@ -165,6 +193,8 @@ class PipelinesServer:
                     return 400, {"error_code": "INVALID_PARAMETER_VALUE",
                                  "message": f"Unsupported filter: {clause}"}
         page, rest = matching[:size], matching[size:]
+        if not self.events_carry_data_quality:
+            page = [_without_data_quality(e) for e in page]
         answer = {"events": page}
         if rest:
             token = uuid.uuid4().hex
@@ -195,10 +225,26 @@ class PipelinesServer:
             chunk["next_chunk_index"] = index + 1
         return chunk
 
+    def issue_token(self, authorization: str, form: dict) -> tuple[int, dict]:
+        """The client-credentials grant, the client authenticated by HTTP Basic."""
+        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        if authorization != expected or form.get("grant_type") != "client_credentials":
+            return 401, {"error": "invalid_client", "error_description": "Client authentication failed"}
+        token = f"eyJ-oauth-{uuid.uuid4().hex}"
+        self.oauth_tokens.add(token)
+        return 200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600,
+                     "scope": form.get("scope", "all-apis")}
+
+    def _authorized(self, authorization: str) -> bool:
+        return authorization == f"Bearer {TOKEN}" or authorization.removeprefix("Bearer ") in self.oauth_tokens
+
     def _route(self, method: str, path: str, query: dict, body: dict) -> tuple[int, dict]:
         base = f"/api/2.0/pipelines/{PIPELINE_ID}"
         if method == "GET" and path == "/.well-known/databricks-config":
             return 200, {"workspace_id": "1234567890123456", "oidc_endpoint": f"{self.host}/oidc"}
+        if method == "GET" and path == "/oidc/.well-known/oauth-authorization-server":
+            return 200, {"issuer": f"{self.host}/oidc", "token_endpoint": f"{self.host}/oidc/v1/token",
+                         "authorization_endpoint": f"{self.host}/oidc/v1/authorize"}
         if method == "POST" and path == f"{base}/updates":
             return self.start_update(body)
         if method == "GET" and (m := re.fullmatch(rf"{base}/updates/([\w-]+)", path)):
@@ -223,16 +269,19 @@ class PipelinesServer:
         class Handler(BaseHTTPRequestHandler):
             def _serve(self):
                 url = urlsplit(self.path)
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                body = json.loads(raw) if raw else {}
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                form = self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded")
+                body = {k: v[-1] for k, v in parse_qs(raw).items()} if form else json.loads(raw or "{}")
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                authorization = self.headers.get("Authorization", "")
                 with server._lock:
                     server.requests.append({"method": self.command, "path": url.path, "query": query,
                                             "body": body, "headers": dict(self.headers)})
-                    authorized = self.headers.get("Authorization") == f"Bearer {TOKEN}"
-                    if url.path.startswith("/api/") and not authorized:
+                    if url.path.startswith("/api/") and not server._authorized(authorization):
                         status, answer = 401, {"error_code": "UNAUTHENTICATED",
                                                "message": "Invalid access token."}
+                    elif self.command == "POST" and url.path == "/oidc/v1/token":
+                        status, answer = server.issue_token(authorization, body)
                     else:
                         status, answer = server._route(self.command, url.path, query, body)
                 payload = json.dumps(answer).encode()

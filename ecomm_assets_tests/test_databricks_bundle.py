@@ -90,8 +90,9 @@ GRANT = re.compile(
 
 
 def _grants() -> dict[str, set[tuple[str, str]]]:
-    """{principal: {(privilege, object)}} of security/grants.sql."""
-    text = re.sub(r"--.*", "", (BUNDLE_DIR / "security" / "grants.sql").read_text())
+    """{principal: {(privilege, object)}} of security/grants.sql, as run for catalog ecomm_dw."""
+    sql = (BUNDLE_DIR / "security" / "grants.sql").read_text().replace("${CATALOG}", "ecomm_dw")
+    text = re.sub(r"--.*", "", sql)
     grants: dict[str, set[tuple[str, str]]] = {}
     for statement in (s.strip() for s in text.split(";")):
         if statement.upper().startswith("GRANT"):
@@ -164,7 +165,8 @@ def test_prod_deploys_into_the_deploying_principals_own_folder():
 ])
 def test_dbt_parses_offline_and_grants_tableau_on_databricks_only(tmp_path, target, adapter, grants):
     env = {name: value for name, value in os.environ.items() if not name.startswith(("DATABRICKS_", "DBT_", "ECOMM_"))}
-    env |= {"DATABRICKS_HOST": "offline.invalid", "DATABRICKS_TOKEN": "not-a-token", "ECOMM_HOME": str(tmp_path)}
+    env |= {"DATABRICKS_HOST": "offline.invalid", "DATABRICKS_HTTP_PATH": "/sql/1.0/warehouses/offline",
+            "DATABRICKS_TOKEN": "not-a-token", "ECOMM_HOME": str(tmp_path)}
     result = subprocess.run(
         [Path(sys.executable).with_name("dbt"), "parse", "--target", target,
          "--project-dir", DBT_PROJECT, "--profiles-dir", DBT_PROJECT,

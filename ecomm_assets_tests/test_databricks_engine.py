@@ -13,10 +13,14 @@ import socket
 import threading
 import time
 
+import dagster as dg
 import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError, raise_execution_interrupts
 
 from databricks_peer import (
+    BUSY_ANSWERS,
+    CLIENT_ID,
+    CLIENT_SECRET,
     LANDING_ROOT,
     PIPELINE_ID,
     TOKEN,
@@ -28,6 +32,8 @@ from databricks_peer import (
     flow_progress,
     iso,
 )
+from ecomm_assets.extract.landing_zone import LocalLandingZone
+from ecomm_assets.lakehouse.assets import lakehouse_tables
 from ecomm_assets.lakehouse.engine import ExpectationResult, TableUpdate
 from ecomm_assets.lakehouse.pipeline_sql import pipeline_tables
 
@@ -86,7 +92,8 @@ def successful_update(update_id: str) -> list[dict]:
         flow_progress(update_id, "`ecomm_dw`.`silver`.`order_items`", "COMPLETED",
                       metrics={"num_output_rows": 1186},
                       data_quality=data_quality("ecomm_dw.silver.order_items", 0,
-                                                ("valid_id", 1181, 5), ("valid_price", 1185, 1),
+                                                ("valid_id", 1181, 5), ("valid_reference", 1186, 0),
+                                                ("valid_price", 1185, 1), ("valid_quantity", 1186, 0),
                                                 ("not_declared_here", 1186, 0))),
         event(update_id, "update_progress", message=f"Update {update_id[:6]} is COMPLETED.",
               details={"update_progress": {"state": "COMPLETED"}}),
@@ -111,7 +118,9 @@ def test_refresh_runs_one_update_of_the_selection_and_reads_its_metrics(server, 
         TableUpdate("silver.orders", 400, (ExpectationResult("valid_id", 398, 2),
                                            ExpectationResult("valid_status", 397, 3))),
         TableUpdate("silver.order_items", 1186, (ExpectationResult("valid_id", 1181, 5),
-                                                 ExpectationResult("valid_price", 1185, 1))),
+                                                 ExpectationResult("valid_reference", 1186, 0),
+                                                 ExpectationResult("valid_price", 1185, 1),
+                                                 ExpectationResult("valid_quantity", 1186, 0))),
     ]
     assert "expectations ['not_declared_here'] that dlt_notebooks/ does not declare" in caplog.text
     [start] = server.calls("POST", rf"/api/2.0/pipelines/{PIPELINE_ID}/updates")
@@ -214,9 +223,80 @@ def test_a_busy_pipeline_is_waited_for_then_our_update_starts(server, caplog):
     assert update == TableUpdate("bronze.orders", 425)
     calls = [(r["method"], r["path"].removeprefix(f"/api/2.0/pipelines/{PIPELINE_ID}"))
              for r in server.requests if r["path"].startswith("/api/")]
-    assert calls[:5] == [("POST", "/updates"), ("GET", ""), ("GET", ""), ("GET", ""), ("POST", "/updates")]
+    # busy is read from the pipeline's state: no start is tried while the other update runs
+    assert calls[:4] == [("GET", ""), ("GET", ""), ("GET", ""), ("POST", "/updates")]
     assert not server.calls("POST", r".*/stop")  # the other run's update is left alone
-    assert other.update_id in caplog.text and "already has an active update" in caplog.text
+    assert f"waiting for update(s) ['{other.update_id}'] to finish" in caplog.text
+
+
+@pytest.mark.parametrize("busy_answer", BUSY_ANSWERS)
+def test_an_update_started_by_someone_else_meanwhile_is_waited_for_whatever_the_answer(server, busy_answer, caplog):
+    """The pipeline is idle when its state is read, busy when our start arrives: each form of the
+    API's answer to that start sends the engine back to waiting."""
+    server.busy_answer = busy_answer
+    other = server.add_running_update(["COMPLETED", "RUNNING", "RUNNING", "COMPLETED"])
+    server.queued.append(Update(["RUNNING", "COMPLETED"], successful_update))
+
+    with caplog.at_level(logging.INFO):
+        [update] = server.engine().refresh(selected("bronze.orders"), ["2026-03-05"], log)
+
+    assert update == TableUpdate("bronze.orders", 425)
+    first, second = server.calls("POST", r".*/updates")
+    assert first["body"] == second["body"] == {"refresh_selection": ["ecomm_dw.bronze.orders"]}
+    assert other.state == "COMPLETED" and not server.calls("POST", r".*/stop")
+    assert "became busy before our update started" in caplog.text
+
+
+def test_a_start_refused_while_the_pipeline_is_idle_raises_at_once(server):
+    server.refuse_start = (403, {"error_code": "PERMISSION_DENIED",
+                                 "message": "User does not have CAN_RUN permission on pipeline."})
+
+    with pytest.raises(Exception, match="does not have CAN_RUN permission"):
+        server.engine().refresh(selected("bronze.orders"), ["2026-03-05"], log)
+
+    assert len(server.calls("POST", r".*/updates")) == 1
+
+
+def test_expectations_the_events_leave_out_are_reported_as_unknown_not_as_passed(server, caplog):
+    server.events_carry_data_quality = False
+    server.queued.append(Update(["RUNNING", "COMPLETED"], successful_update))
+
+    with caplog.at_level(logging.WARNING):
+        [orders] = server.engine().refresh(selected("silver.orders"), ["2026-03-05"], log)
+
+    assert orders == TableUpdate("silver.orders", 400, (ExpectationResult("valid_id", 0, 0, reported=False),
+                                                        ExpectationResult("valid_status", 0, 0, reported=False)))
+    assert "carry no metrics for expectations ['valid_id', 'valid_status']" in caplog.text
+
+
+def test_a_service_principal_signs_in_with_oauth_machine_to_machine(server, caplog):
+    server.queued.append(Update(["RUNNING", "COMPLETED"], successful_update))
+
+    with caplog.at_level(logging.DEBUG):
+        server.engine(token=None, client_id=CLIENT_ID, client_secret=CLIENT_SECRET).refresh(
+            selected("bronze.orders"), ["2026-03-05"], log)
+
+    [grant] = server.calls("POST", "/oidc/v1/token")
+    assert grant["body"]["grant_type"] == "client_credentials" and grant["body"]["scope"] == "all-apis"
+    [issued] = server.oauth_tokens
+    api_calls = [r for r in server.requests if r["path"].startswith("/api/")]
+    assert api_calls and all(r["headers"]["Authorization"] == f"Bearer {issued}" for r in api_calls)
+    assert CLIENT_SECRET not in caplog.text and issued not in caplog.text
+
+
+def test_the_catalog_is_the_deployments(server):
+    """A dev deployment of the bundle publishes to ecomm_dw_dev: selection and queries follow."""
+    server.queued.append(Update(["RUNNING", "COMPLETED"], successful_update))
+    statements = []
+    server.answer_sql = lambda statement: statements.append(statement) or []
+
+    server.engine(catalog="ecomm_dw_dev").refresh(selected("bronze.orders"), ["2026-03-05"], log)
+
+    [start] = server.calls("POST", r".*/updates")
+    assert start["body"] == {"refresh_selection": ["ecomm_dw_dev.bronze.orders"]}
+    assert statements and all("FROM ecomm_dw_dev.bronze.orders" in s for s in statements)
+    [execute, *_] = server.calls("POST", "/api/2.0/sql/statements")
+    assert execute["body"]["catalog"] == "ecomm_dw_dev"
 
 
 def test_waiting_for_a_busy_pipeline_is_bounded_and_never_stops_the_other_update(server):
@@ -226,7 +306,7 @@ def test_waiting_for_a_busy_pipeline_is_bounded_and_never_stops_the_other_update
         server.engine(timeout_seconds=0.2).refresh(selected("bronze.orders"), ["2026-03-05"], log)
 
     assert other.state == "RUNNING" and not server.calls("POST", r".*/stop")
-    assert len(server.calls("POST", r".*/updates")) == 1
+    assert not server.calls("POST", r".*/updates")
 
 
 def test_an_update_that_outlives_the_timeout_is_stopped(server):
@@ -273,3 +353,27 @@ def test_a_terminated_run_stops_its_update(server, interrupts, raised, request):
     assert server.requests.index(stop) > server.requests.index(server.calls("POST", r".*/updates")[0])
     [update] = server.updates.values()
     assert update.state == "CANCELED"
+
+
+def test_a_check_is_judged_on_the_table_when_the_events_leave_its_metrics_out(server, tmp_path):
+    """silver.source_reconciliation holds a table out of sync with the source, and the update's
+    events carry no data_quality: in_sync fails all the same, on the warehouse's count."""
+    server.events_carry_data_quality = False
+    server.queued.append(Update(["RUNNING", "COMPLETED"], lambda update_id: [
+        flow_progress(update_id, "ecomm_dw.silver.source_reconciliation", "COMPLETED",
+                      metrics={"num_output_rows": 4},
+                      data_quality=data_quality("source_reconciliation", 0, ("in_sync", 4, 0))),
+    ]))
+    server.answer_sql = lambda statement: (
+        [["4", "1"]] if statement.startswith("SELECT count(*), count_if(NOT coalesce(silver_rows = source_rows")
+        else pytest.fail(f"unexpected statement {statement}"))
+    reconciliation = dg.AssetKey(["silver", "source_reconciliation"])
+
+    result = dg.materialize([lakehouse_tables], selection=[reconciliation], partition_key="2026-03-05",
+                            resources={"lakehouse": server.engine(),
+                                       "landing_zone": LocalLandingZone(root=str(tmp_path))})
+
+    [in_sync] = result.get_asset_check_evaluations()
+    assert (in_sync.check_name, in_sync.passed) == ("in_sync", False)
+    assert in_sync.metadata["table_failed_records"].value == 1
+    assert "no metrics" in in_sync.metadata["pipeline_metrics"].value

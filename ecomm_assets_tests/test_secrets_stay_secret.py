@@ -1,36 +1,52 @@
 """Production resources, with a fake secret in every credential variable, run against the
 loopback peers: the secrets must appear in no log line, metadata value or stored event."""
 
+import re
+
 import dagster as dg
 import pytest
 from dagster._serdes import serialize_value
 
 from conftest import DAYS
-from databricks_peer import TOKEN, WAREHOUSE_ID, PipelinesServer, Update, data_quality, flow_progress
+from databricks_peer import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    TOKEN,
+    WAREHOUSE_ID,
+    PipelinesServer,
+    Update,
+    data_quality,
+    flow_progress,
+)
 from ecomm_assets import environment
 from ecomm_assets.definitions import defs
 
 PG_PASSWORD = "pg-Secret-4711"
 AWS_SECRET = "aws-Secret-0815"
-SECRETS = [PG_PASSWORD, AWS_SECRET, TOKEN]
+SECRETS = [PG_PASSWORD, AWS_SECRET, TOKEN, CLIENT_SECRET]
 SELECTION = [dg.AssetKey(["landing", "orders"]), dg.AssetKey(["bronze", "orders"]),
              dg.AssetKey(["silver", "orders"])]
 
 
 @pytest.fixture
-def prod_env(shop, s3_endpoint, monkeypatch):
+def prod_env(shop, s3_endpoint, monkeypatch, request):
+    """The production variables, Databricks signed in with a token or, given "oauth", as a service
+    principal (OAuth machine-to-machine)."""
+    databricks_credentials = ({"DATABRICKS_CLIENT_ID": CLIENT_ID, "DATABRICKS_CLIENT_SECRET": CLIENT_SECRET}
+                              if getattr(request, "param", "token") == "oauth" else {"DATABRICKS_TOKEN": TOKEN})
     with PipelinesServer() as databricks:
         for name, value in {
             "ECOMM_ENV": "prod", "ECOMM_PG_HOST": "127.0.0.1", "ECOMM_PG_PORT": str(shop.port),
             "ECOMM_PG_USER": shop.user, "ECOMM_PG_PASSWORD": PG_PASSWORD, "ECOMM_PG_SSLMODE": "disable",
             "ECOMM_LANDING_BUCKET": "landing-secrets-test", "ECOMM_S3_ENDPOINT_URL": s3_endpoint,
             "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIATESTKEY", "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
-            "DATABRICKS_HOST": databricks.host, "DATABRICKS_TOKEN": TOKEN,
+            "DATABRICKS_HOST": databricks.host, **databricks_credentials,
             "DATABRICKS_HTTP_PATH": f"/sql/1.0/warehouses/{WAREHOUSE_ID}",
             "ECOMM_DLT_PIPELINE_ID": "8a1f3c2e-5b7d-4e9a-b0c1-d2e3f4a5b6c7",
         }.items():
             monkeypatch.setenv(name, value)
         resources = environment.resources()
+        resources["lakehouse"] = resources["lakehouse"].model_copy(update={"poll_interval_seconds": 0.05})
         resources["landing_zone"].s3.get_client().create_bucket(Bucket="landing-secrets-test")
         yield resources, databricks
 
@@ -39,6 +55,7 @@ def stored_events(instance: dg.DagsterInstance, run_id: str) -> str:
     return serialize_value(instance.all_logs(run_id)) + serialize_value(instance.get_run_by_id(run_id))
 
 
+@pytest.mark.parametrize("prod_env", ["token", "oauth"], indirect=True)
 def test_no_secret_leaks_from_a_production_run(prod_env, capfd):
     resources, databricks = prod_env
     landing = resources["landing_zone"]
@@ -70,8 +87,10 @@ def test_no_secret_leaks_from_a_production_run(prod_env, capfd):
             "rows_match_manifest": True, "valid_id": True, "valid_status": False}
         assert checks["valid_status"].partition == DAYS[1]  # recorded on the run's partition
         assert checks["valid_status"].metadata["failed_sample"].value == ["4711"]
-        # the secrets did travel where they belong: the token to the Pipelines API
-        assert databricks.requests[-1]["headers"]["Authorization"] == f"Bearer {TOKEN}"
+        # the secrets did travel where they belong: the token, or the one OAuth issued, to the API
+        [bearer] = databricks.oauth_tokens or {TOKEN}
+        assert all(r["headers"]["Authorization"] == f"Bearer {bearer}"
+                   for r in databricks.requests if r["path"].startswith("/api/"))
         stored = stored_events(instance, result.run_id)
     printed = "".join(capfd.readouterr())
     for secret in SECRETS:
@@ -94,3 +113,22 @@ def test_no_secret_leaks_from_a_failed_connection(prod_env, monkeypatch, capfd):
     for secret in SECRETS:
         assert secret not in stored
         assert secret not in printed
+
+
+@pytest.mark.parametrize("unset, named", [
+    (["DATABRICKS_TOKEN"], "DATABRICKS_TOKEN (a personal access token), or DATABRICKS_CLIENT_ID and "
+                           "DATABRICKS_CLIENT_SECRET"),
+    (["DATABRICKS_HTTP_PATH", "ECOMM_PG_PASSWORD"], "DATABRICKS_HTTP_PATH, ECOMM_PG_PASSWORD"),
+])
+def test_a_production_code_location_names_every_missing_variable_when_it_loads(prod_env, monkeypatch, unset, named):
+    for name in unset:
+        monkeypatch.delenv(name)
+
+    with pytest.raises(RuntimeError, match=re.escape(named)):
+        environment.resources()
+
+
+def test_the_catalog_of_a_production_deployment_is_ecomm_catalog(prod_env, monkeypatch):
+    monkeypatch.setenv("ECOMM_CATALOG", "ecomm_dw_dev")
+
+    assert environment.resources()["lakehouse"].catalog == "ecomm_dw_dev"

@@ -14,6 +14,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
+from ecomm_assets.environment import lakehouse_catalog
 from ecomm_assets.extract.landing_zone import LandingZone, data_file, partition_folder
 from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate
 from ecomm_assets.lakehouse.pipeline_sql import PipelineTable, pipeline_tables
@@ -35,7 +36,7 @@ def _spec(table: PipelineTable) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=asset_key(table.name),
         deps=deps,
-        description=f"{table.comment}\n\nDLT {table.kind} `ecomm_dw.{table.name}`, "
+        description=f"{table.comment}\n\nDLT {table.kind} `{lakehouse_catalog()}.{table.name}`, "
         f"defined in `{table.source_file}`.",
         group_name=table.layer,
         kinds={"databricks", "sql"},
@@ -46,7 +47,7 @@ def _spec(table: PipelineTable) -> dg.AssetSpec:
                 columns=[dg.TableColumn(name, type_, description=column_descriptions().get(name))
                          for name, type_ in table.columns]
             ),
-            "dagster/table_name": f"ecomm_dw.{table.name}",
+            "dagster/table_name": f"{lakehouse_catalog()}.{table.name}",
             "dlt_source": table.source_file,
         },
     )
@@ -74,12 +75,15 @@ def _check_specs(table: PipelineTable) -> list[dg.AssetCheckSpec]:
                 for name, description, blocking in specs]
 
 
-def _failures_by_day(table: PipelineTable, lakehouse: LakehouseEngine) -> dict[str, tuple[int, ...]]:
-    """{ingestion date: (rows, failures of each expectation)} for a table whose rows carry
-    ``_ingestion_date``; empty for any other."""
-    if INGESTION_DATE not in dict(table.columns) or not table.expectations:
+def _failures_in_table(table: PipelineTable, lakehouse: LakehouseEngine) -> dict[str | None, tuple[int, ...]]:
+    """{ingestion date: (rows, rows failing each expectation)}, counted on the table as the refresh
+    left it; one entry under None for a table whose rows do not carry ``_ingestion_date``."""
+    if not table.expectations:
         return {}
     failures = ", ".join(f"count_if(NOT coalesce({e.condition}, false))" for e in table.expectations)
+    if INGESTION_DATE not in dict(table.columns):
+        [counts] = lakehouse.query(f"SELECT count(*), {failures} FROM {table.name}")
+        return {None: tuple(int(n or 0) for n in counts)}  # no rows: NULL sums
     rows = lakehouse.query(f"SELECT CAST({INGESTION_DATE} AS STRING), count(*), {failures} "
                            f"FROM {table.name} GROUP BY 1")
     return {str(day): tuple(int(n) for n in counts) for day, *counts in rows}
@@ -90,25 +94,31 @@ Evaluations = dict[str, tuple[bool, dict]]
 
 
 def _expectation_evaluations(table: PipelineTable, result: ExpectationResult, dates: Sequence[str],
-                             by_day: dict[str, tuple[int, ...]]) -> Evaluations:
-    """A date passes when none of its rows fails the expectation; a table whose rows do not carry
-    _ingestion_date is judged whole, the same on every date."""
-    index = 1 + [e.name for e in table.expectations].index(result.name)
-    failed_by_day = {day: counts[index] for day, counts in sorted(by_day.items()) if counts[index]}
-    metadata = {
-        "passed_records": result.passed_records,
-        "failed_records": result.failed_records,
-        "failed_sample": dg.MetadataValue.json(list(result.failed_sample)),
-        "failed_by_ingestion_date": dg.MetadataValue.json(failed_by_day),
-    }
+                             in_table: dict[str | None, tuple[int, ...]]) -> Evaluations:
+    """A date passes when none of its rows in the table fails the expectation. The table is the
+    judge, not the metrics the engine reports (an update's events can leave them out). A table
+    whose rows do not carry _ingestion_date is judged whole, the same on every date. The rows a
+    DROP ROW expectation removes are not in the table: that check is judged on the engine's count,
+    and fails when the engine reported none."""
+    [expectation] = [e for e in table.expectations if e.name == result.name]
+    index = 1 + table.expectations.index(expectation)
+    failed_by_day = {day: counts[index] for day, counts in sorted(in_table.items()) if day and counts[index]}
+    metadata = ({"passed_records": result.passed_records, "failed_records": result.failed_records}
+                if result.reported else
+                {"pipeline_metrics": "none: the update reported no metrics for this expectation"})
+    metadata["failed_sample"] = dg.MetadataValue.json(list(result.failed_sample))
+    metadata["failed_by_ingestion_date"] = dg.MetadataValue.json(failed_by_day)
     if quarantine := _quarantine(table):
-        metadata["quarantine"] = f"ecomm_dw.{quarantine}"
+        metadata["quarantine"] = f"{lakehouse_catalog()}.{quarantine}"
         metadata["quarantined_rows"] = dg.MetadataValue.md(
-            f"`SELECT * FROM ecomm_dw.{quarantine} WHERE array_contains(_failed_rules, '{result.name}')`")
-    if not by_day:
-        return {day: (result.failed_records == 0, metadata) for day in dates}
+            f"`SELECT * FROM {lakehouse_catalog()}.{quarantine} WHERE array_contains(_failed_rules, '{result.name}')`")
+    if expectation.action == "drop":
+        return {day: (result.reported and result.failed_records == 0, metadata) for day in dates}
+    if None in in_table:
+        return {day: (in_table[None][index] == 0, {"table_failed_records": in_table[None][index], **metadata})
+                for day in dates}
     return {day: (failed_by_day.get(day, 0) == 0,
-                  {"partition_records": by_day.get(day, (0,))[0],
+                  {"partition_records": in_table.get(day, (0,))[0],
                    "partition_failed_records": failed_by_day.get(day, 0), **metadata})
             for day in dates}
 
@@ -185,15 +195,16 @@ def lakehouse_tables(
                          "refresh of its table reports: materialize the table to run its checks.")
     with lakehouse.writing(context.log, holder=f"run {context.run.run_id} (lakehouse refresh)"):
         updates = lakehouse.refresh(list(tables.values()), dates, context.log, config.full_refresh)
-        by_day = {update.name: _failures_by_day(tables[update.name], lakehouse) for update in updates}
+        in_table = {update.name: _failures_in_table(tables[update.name], lakehouse) for update in updates}
     for update in updates:
         table = tables[update.name]
+        dropping = {e.name for e in table.expectations if e.action == "drop"}
         yield dg.MaterializeResult(
             asset_key=asset_key(table.name),
             metadata={
                 "dagster/row_count": update.row_count,
-                **{f"dropped_by_{e.name}": r.failed_records
-                   for e, r in zip(table.expectations, update.expectations) if e.action == "drop"},
+                **{f"dropped_by_{r.name}": r.failed_records for r in update.expectations
+                   if r.reported and r.name in dropping},
             },
         )
     # Each check is recorded on each ingestion date of the run, a range backfill included, so the
@@ -201,7 +212,7 @@ def lakehouse_tables(
     check_outputs = {spec.key: name for name, spec in context.assets_def.check_specs_by_output_name.items()}
     for update in updates:
         table, key = tables[update.name], asset_key(update.name)
-        evaluations = {result.name: _expectation_evaluations(table, result, dates, by_day[update.name])
+        evaluations = {result.name: _expectation_evaluations(table, result, dates, in_table[update.name])
                        for result in update.expectations}
         if table.landing_files:
             evaluations[MANIFEST_CHECK] = _manifest_evaluations(table, update, dates, config.full_refresh,

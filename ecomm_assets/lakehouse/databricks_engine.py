@@ -4,7 +4,8 @@ through databricks-sdk.
 A refresh starts one pipeline update for the selected tables, polls it to a final state, then
 reads the update's events for the rows written and each expectation's passed and failed records.
 The SDK's ``PipelineEvent`` model drops the ``details`` field that carries those metrics, so the
-events endpoint is called through ``api_client.do``. For the tables that read landed files it then
+events endpoint is called through ``api_client.do``. The endpoint may leave events out; an
+expectation it reports nothing for is returned as unreported, never as zero failures. For the tables that read landed files it then
 counts, on a SQL warehouse, the rows each holds per landed file: Bronze's own count, which the
 ``rows_match_manifest`` check holds against the extract's manifests.
 """
@@ -15,11 +16,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import cached_property
 
 import dagster as dg
 from dagster._core.errors import DagsterExecutionInterruptedError
 from databricks.sdk import WorkspaceClient
-from databricks.sdk.errors import ResourceConflict
+from databricks.sdk.errors import DatabricksError
 from databricks.sdk.service.pipelines import UpdateInfo
 from databricks.sdk.service.sql import StatementResponse, StatementState
 
@@ -35,11 +37,15 @@ class DatabricksLakehouse(LakehouseEngine):
     """Refreshes tables of the DLT pipeline ``pipeline_id`` in the workspace ``host``."""
 
     host: str  # https://<workspace>.cloud.databricks.com
-    token: str  # a personal access token, through dg.EnvVar; never logged
+    # Either a personal access token, or a service principal's OAuth secret (machine-to-machine,
+    # through the SDK's unified auth); secrets through dg.EnvVar, never logged.
+    token: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
     pipeline_id: str
     warehouse_id: str  # the SQL warehouse that counts the landed rows in Bronze
     landing_root: str  # s3://<bucket>/ecomm_db_extracts/daily_extracts, the pipeline's landing_root
-    catalog: str = "ecomm_dw"  # the Unity Catalog the pipeline publishes to
+    catalog: str  # the Unity Catalog catalog the pipeline publishes to (ecomm_dw in prod)
     poll_interval_seconds: float = 10
     timeout_seconds: float = 3 * 3600  # for the whole refresh, waiting for a busy pipeline included
 
@@ -61,7 +67,7 @@ class DatabricksLakehouse(LakehouseEngine):
             raise ValueError(f"No table of pipeline {self.pipeline_id} selected: an empty refresh_selection "
                              "would update the whole pipeline; nothing was started.")
         deadline = time.monotonic() + self.timeout_seconds
-        workspace = WorkspaceClient(host=self.host, token=self.token, auth_type="pat")
+        workspace = self._workspace_client
         # refresh_selection takes table names; the API reference says no more than "a list of
         # tables". Databricks' own tools select by the dataset names of the event log, and with
         # several schemas in one Unity Catalog pipeline a bare name can be ambiguous: users who hit
@@ -103,8 +109,19 @@ class DatabricksLakehouse(LakehouseEngine):
         return replace(result, failed_sample=tuple(str(key) for key, in rows))
 
     def query(self, statement: str) -> list[tuple]:
-        workspace = WorkspaceClient(host=self.host, token=self.token, auth_type="pat")
-        return [tuple(row) for row in self._query(workspace, statement, time.monotonic() + self.timeout_seconds)]
+        return [tuple(row) for row in self._query(self._workspace_client, statement,
+                                                  time.monotonic() + self.timeout_seconds)]
+
+    @cached_property
+    def _workspace_client(self) -> WorkspaceClient:
+        """One client per resource instance: with OAuth it holds the token until it expires."""
+        if self.token:
+            return WorkspaceClient(host=self.host, token=self.token, auth_type="pat")
+        if self.client_id and self.client_secret:
+            return WorkspaceClient(host=self.host, client_id=self.client_id, client_secret=self.client_secret,
+                                   auth_type="oauth-m2m")
+        raise ValueError("Databricks credentials missing: set a token, or a service principal's client_id "
+                         "and client_secret.")
 
     def _rows_by_file(self, workspace: WorkspaceClient, table: PipelineTable, ingestion_dates: Sequence[str],
                       deadline: float) -> dict[str, int]:
@@ -135,37 +152,46 @@ class DatabricksLakehouse(LakehouseEngine):
 
     def _start(self, workspace: WorkspaceClient, selection: list[str], full_refresh: bool,
                deadline: float, log: dg.DagsterLogManager) -> str:
-        """Start the update; while the pipeline is busy (HTTP 409), wait for it to be idle."""
+        """Start the update once the pipeline is idle.
+
+        Whether the pipeline is busy is read from its state (its latest updates), not from the
+        error a start returns: the API answers a start on a busy pipeline with 409
+        RESOURCE_CONFLICT or 400 INVALID_STATE, with messages that have changed over time. A start
+        that fails while the pipeline is idle raises that error.
+        """
         selected = {"full_refresh_selection" if full_refresh else "refresh_selection": selection}
         while True:
+            self._wait_until_idle(workspace, deadline, log)
             try:
                 update_id = workspace.pipelines.start_update(self.pipeline_id, **selected).update_id
                 log.info(f"Started update {update_id} of pipeline {self.pipeline_id}: {selected}")
                 return update_id
-            except ResourceConflict as conflict:
-                log.info(f"Pipeline {self.pipeline_id} is busy: {conflict}")
-            self._wait_until_idle(workspace, deadline, log)
+            except DatabricksError as refused:
+                if not self._active_updates(workspace):
+                    raise
+                log.info(f"Pipeline {self.pipeline_id} became busy before our update started: {refused}")
+
+    def _active_updates(self, workspace: WorkspaceClient) -> list[str]:
+        latest = workspace.pipelines.get(self.pipeline_id).latest_updates or []
+        return [u.update_id for u in latest if u.state.value not in _FINAL_STATES]
 
     def _wait_until_idle(self, workspace: WorkspaceClient, deadline: float,
                          log: dg.DagsterLogManager) -> None:
         """Wait until none of the pipeline's latest updates is active. Another run's update is never
         stopped: on timeout this raises and leaves it running."""
-        active = None
-        while True:
+        waiting_for = None
+        while active := self._active_updates(workspace):
+            if active != waiting_for:
+                waiting_for = active
+                log.info(f"Pipeline {self.pipeline_id} is busy: waiting for update(s) {active} to finish.")
             if time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"Pipeline {self.pipeline_id} still busy after {self.timeout_seconds}s "
                     f"(active updates: {active}); no update was started."
                 )
             self._sleep(deadline)
-            latest = workspace.pipelines.get(self.pipeline_id).latest_updates or []
-            now_active = [u.update_id for u in latest if u.state.value not in _FINAL_STATES]
-            if now_active != active:
-                active = now_active
-                log.info(f"Pipeline {self.pipeline_id}: waiting for update(s) {active} to finish."
-                         if active else f"Pipeline {self.pipeline_id} is idle.")
-            if not active:
-                return
+        if waiting_for:
+            log.info(f"Pipeline {self.pipeline_id} is idle.")
 
     def _wait_for(self, workspace: WorkspaceClient, update_id: str, deadline: float,
                   log: dg.DagsterLogManager) -> UpdateInfo:
@@ -275,11 +301,14 @@ def _table_updates(tables: Sequence[PipelineTable], events: list[dict],
         if name not in reported:
             log.warning(f"{name}: the update reported no output rows for this table.")
         log.info(f"{name}: {rows[name]} rows written, {dropped[name]} dropped by expectations")
-        declared = {e.name for e in next(t for t in tables if t.name == name).expectations}
+        declared = [e.name for e in next(t for t in tables if t.name == name).expectations]
         if undeclared := sorted(e for t, e in passed if t == name and e not in declared):
             log.warning(f"{name}: the pipeline reported expectations {undeclared} that dlt_notebooks/ does not "
                         "declare: the deployed pipeline differs from this code; redeploy the bundle.")
-        results = tuple(ExpectationResult(e, passed[t, e], failed[t, e])
-                        for t, e in passed if t == name and e in declared)
+        if unreported := [e for e in declared if (name, e) not in passed]:
+            log.warning(f"{name}: the update's events carry no metrics for expectations {unreported}: their "
+                        "checks are judged on the table (a DROP ROW expectation's check fails).")
+        results = tuple(ExpectationResult(e, passed[name, e], failed[name, e]) if e not in unreported
+                        else ExpectationResult(e, 0, 0, reported=False) for e in declared)
         updates.append(TableUpdate(name, rows[name], results))
     return updates

@@ -22,6 +22,7 @@ class ExpectationResult:
     passed_records: int
     failed_records: int
     failed_sample: tuple[str, ...] = ()  # a few keys of failing rows, where the engine knows them
+    reported: bool = True  # False: the engine got no metrics for it (the counts are then 0, not known)
 
 
 @dataclass(frozen=True)
