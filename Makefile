@@ -5,6 +5,7 @@
 #   make parity the DLT SQL on local Spark against the DuckDB engine, alone (~3 min)
 #   make bench  the benchmarks, side by side (results in .ecomm_home/bench, ~15 min)
 #   make clean  stop the local stack and remove everything it made
+#   make lock   re-resolve the dependencies into constraints.txt (then commit it)
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,14 +16,23 @@ MANIFEST := dbt_project/target/manifest.json
 # the partitions start at the first seeded day (written by `local_stack seed`)
 FIRST_DAY = ECOMM_FIRST_INGESTION_DATE=$$(cut -d. -f1 $(ECOMM_HOME)/seeded_window.txt 2>/dev/null)
 
-.PHONY: install manifest instance run dev test parity bench clean
+.PHONY: install manifest instance run dev test lint parity bench clean lock
 
+# The versions every machine installs: constraints.txt, resolved by `make lock`.
 install: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
+
+lock:
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet -e '.[test]'
+	(echo "# pip freeze of a fresh install of .[test] (make lock); make install installs exactly these"; \
+	 .lock-venv/bin/pip freeze --exclude-editable --exclude pip) > constraints.txt
+	rm -rf .lock-venv
 
 # dbt parses once here, not at import time of the code location.
 manifest: $(MANIFEST)
@@ -34,19 +44,24 @@ instance:
 	cp ecomm_assets/instance/local.yaml $(DAGSTER_HOME)/dagster.yaml
 
 run: install manifest instance
-	$(PY) -m ecomm_assets.local_stack up
-	$(PY) -m ecomm_assets.local_stack seed
-	$(FIRST_DAY) $(BIN)/dagster asset materialize -m ecomm_assets.definitions --select '*' \
-		--partition-range "$$($(PY) -m ecomm_assets.local_stack partition-range)"
-	$(PY) -m ecomm_assets.local_stack summary
+	@$(PY) -m ecomm_assets.local_stack up
+	@$(PY) -m ecomm_assets.local_stack seed
+	@$(FIRST_DAY) $(PY) -m ecomm_assets.local_stack build
+	@$(PY) -m ecomm_assets.local_stack summary
 	@echo "\nBrowse the lineage, runs and checks: make dev, then open http://127.0.0.1:3000"
 
+# Ctrl-C stops the UI: dagster dev is told to shut down (SIGTERM; a background command of this
+# shell ignores SIGINT) and make ends without an error.
 dev: install manifest instance
-	$(PY) -m ecomm_assets.local_stack up
-	$(FIRST_DAY) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	@$(PY) -m ecomm_assets.local_stack up
+	@$(FIRST_DAY) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000 & ui=$$!; \
+		trap 'kill $$ui; wait $$ui; exit 0' INT TERM; wait $$ui
 
-test: install manifest
+test: lint install manifest
 	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check ecomm_assets ecomm_assets_tests
 
 parity: install manifest
 	$(BIN)/pytest -m parity

@@ -1,23 +1,30 @@
 """Command line for the local stack: ``python -m ecomm_assets.local_stack <command>``.
 
   up               start the embedded PostgreSQL (ecomm-db) under ECOMM_HOME
-  seed [DAYS]      recreate the source tables and fill them with DAYS (30) of demo data
-  partition-range  the ingestion dates the demo data covers, as FIRST...LAST
+  seed [DAYS]      fill the source tables with DAYS (30) of demo data, unless already seeded
+  build            materialize every asset for every seeded day in one run, unless done already;
+                   one line per step here, Dagster's whole log in a file
   summary          print the KPIs that dbt built
   down             stop the embedded PostgreSQL
 """
 
+import os
 import sys
+import time as clock
+from collections import defaultdict
+from contextlib import contextmanager
 from datetime import datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import dagster as dg
 import duckdb
 import psycopg
 
 from ecomm_assets import environment
 from ecomm_assets.partitions import ingestion_date_partitions
 from ecomm_assets.source import demo_data
-from ecomm_assets.source.embedded_server import EmbeddedPostgres
+from ecomm_assets.source.embedded_server import EmbeddedPostgres, server_version
 
 SEED_STATE = "seeded_window.txt"
 
@@ -32,6 +39,10 @@ def _today_start() -> datetime:
 
 
 def seed(days: int) -> None:
+    if (environment.ecomm_home() / SEED_STATE).exists():
+        print(f"ecomm-db already seeded: changes from {_seeded_window().replace('...', ' to ')} "
+              "(`make clean` starts over)")
+        return
     server = _server()
     server.create_source_schema()
     end = _today_start()
@@ -41,6 +52,95 @@ def seed(days: int) -> None:
     first, last = start.date().isoformat(), (end - timedelta(days=1)).date().isoformat()
     (environment.ecomm_home() / SEED_STATE).write_text(f"{first}...{last}\n")
     print(f"ecomm-db seeded with {counts}, changes from {first} to {last} (Asia/Bangkok)")
+
+
+def _seeded_window() -> str:
+    """The ingestion dates the demo data covers, as FIRST...LAST."""
+    return (environment.ecomm_home() / SEED_STATE).read_text().strip()
+
+
+@contextmanager
+def _output_to(log: Path):
+    """Everything this process and its children (dbt) print goes to ``log`` for the block."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with log.open("a") as file:
+        for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+            stream.flush()
+            os.dup2(file.fileno(), fd)
+        try:
+            yield
+        finally:
+            for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+                stream.flush()
+                os.dup2(saved[fd], fd)
+                os.close(saved[fd])
+
+
+def _step_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """One line per step of the run: what it materialized, rows, failed checks, seconds."""
+    started, ended, tables, rows = {}, {}, defaultdict(set), defaultdict(int)
+    failed_checks, errors = defaultdict(set), {}
+    for entry in instance.all_logs(run_id):
+        event, step = entry.dagster_event, entry.step_key
+        if event is None or step is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[step] = entry.timestamp
+        elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+            ended[step] = (entry.timestamp, True)
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            ended[step] = (entry.timestamp, False)
+            failure = event.step_failure_data
+            error = failure.error
+            while error.cause:  # the user code's own error, under Dagster's wrapping
+                error = error.cause
+            errors[step] = (failure.user_failure_data.description if failure.user_failure_data
+                            else error.message.strip().splitlines()[0])
+        elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            materialization = event.step_materialization_data.materialization
+            tables[step].add(materialization.asset_key.to_user_string())
+            row_count = materialization.metadata.get("dagster/row_count")
+            rows[step] += row_count.value if row_count else 0
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                failed_checks[step].add(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
+    lines = []
+    for step, start in started.items():
+        end, succeeded = ended.get(step, (start, False))
+        checks = f", failed checks: {', '.join(sorted(failed_checks[step]))}" if failed_checks[step] else ""
+        lines.append(f"  {'ok    ' if succeeded else 'FAILED'} {step:<30} {len(tables[step]):>3} assets "
+                     f"{rows[step]:>10,} rows {end - start:7.1f} s{checks}")
+        if step in errors:
+            lines.append(f"         {errors[step]}")
+    return lines
+
+
+def build() -> None:
+    """Materialize every asset for the seeded days in one run of the local Dagster instance."""
+    from ecomm_assets.definitions import defs  # here: the partitions start at ECOMM_FIRST_INGESTION_DATE
+
+    window = _seeded_window()
+    first, last = window.split("...")
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    with dg.DagsterInstance.get() as instance:
+        done = instance.get_run_records(dg.RunsFilter(tags=tags, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
+        if done:
+            print(f"Every partition {first} to {last} was built by run {done[0].dagster_run.run_id}: "
+                  "nothing to do (`make clean` starts over).")
+            return
+        log = environment.ecomm_home() / "logs" / f"build_{datetime.now():%Y%m%d_%H%M%S}.log"
+        print(f"Building every asset for {first} to {last} in one run (Dagster's log: {log})")
+        started = clock.monotonic()
+        with _output_to(log):
+            result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, tags=tags, raise_on_error=False)
+        print("\n".join(_step_lines(instance, result.run_id)))
+        print(f"Run {result.run_id} {'succeeded' if result.success else 'FAILED'} in "
+              f"{clock.monotonic() - started:.0f} s")
+        if not result.success:
+            sys.exit(f"The run failed; its errors are in {log} and in the Dagster UI (`make dev`).")
 
 
 def summary() -> None:
@@ -70,11 +170,11 @@ def main(argv: list[str]) -> None:
     command, *args = argv or ["help"]
     if command == "up":
         _server().start()
-        print(f"ecomm-db listening on 127.0.0.1:{environment.local_pg_port()}")
+        print(f"ecomm-db (PostgreSQL {server_version()}) listening on 127.0.0.1:{environment.local_pg_port()}")
     elif command == "seed":
         seed(int(args[0]) if args else 30)
-    elif command == "partition-range":
-        print((environment.ecomm_home() / SEED_STATE).read_text().strip())
+    elif command == "build":
+        build()
     elif command == "summary":
         summary()
     elif command == "down":

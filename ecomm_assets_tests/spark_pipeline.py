@@ -157,11 +157,11 @@ class SparkPipeline:
         result = result.localCheckpoint()  # evaluated once: counted and written the same
         result.createOrReplaceTempView("candidates")
         passes = [f"coalesce(({e.condition}), false)" for e in table.expectations]
-        keep = " AND ".join(p for p, e in zip(passes, table.expectations) if e.action == "drop") or "true"
+        keep = " AND ".join(p for p, e in zip(passes, table.expectations, strict=True) if e.action == "drop") or "true"
         total, *passed = self.spark.sql(
             "SELECT count(*), " + ", ".join(f"count_if({p})" for p in passes) + " FROM candidates").first()
         results = []
-        for expectation, passed_records in zip(table.expectations, passed):
+        for expectation, passed_records in zip(table.expectations, passed, strict=True):
             if expectation.action == "fail" and passed_records < total:
                 raise RuntimeError(f"{table.name}: expectation {expectation.name} failed on "
                                    f"{total - passed_records} rows; the update fails")

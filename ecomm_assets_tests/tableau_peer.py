@@ -26,7 +26,7 @@ PROJECT = {"id": "0b0b0b0b-0000-0000-0000-000000000001", "name": "Analytics"}
 TS = "2026-11-01T00:00:00Z"
 
 ECOMM_WORKBOOK, FINANCE_WORKBOOK = "ec0ec0ec-0000-0000-0000-000000000001", "f1f1f1f1-0000-0000-0000-000000000002"
-SALES_KPI, PRODUCT_KPI, TARGETS = ("d5d5d5d5-0000-0000-0000-00000000000%d" % i for i in (1, 2, 3))
+SALES_KPI, PRODUCT_KPI, TARGETS = (f"d5d5d5d5-0000-0000-0000-00000000000{i}" for i in (1, 2, 3))
 NOTES = {"failed": "com.tableausoftware.nativeapi.dll.DataSourceException: [Databricks] table "
                    "ecomm_dw.dbt_prod_metric.agg_sales_kpi not found"}
 
@@ -68,7 +68,8 @@ def site_content() -> dict:
     finance = {**ecomm, "luid": FINANCE_WORKBOOK, "name": "Finance", "uri": "sites/1/workbooks/2",
                "sheets": [_sheet(FINANCE_WORKBOOK, 1, "Targets", targets)], "dashboards": []}
     return {"workbooks": {ECOMM_WORKBOOK: ecomm, FINANCE_WORKBOOK: finance},
-            "datasources": {SALES_KPI: ("Sales KPI", True), PRODUCT_KPI: ("Product KPI", True), TARGETS: ("Sales Targets", False)}}
+            "datasources": {SALES_KPI: ("Sales KPI", True), PRODUCT_KPI: ("Product KPI", True),
+                            TARGETS: ("Sales Targets", False)}}
 
 
 def _xml(inner: str) -> bytes:
@@ -216,7 +217,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _datasource(self, luid: str) -> str:
         name, has_extracts = self.tableau.content["datasources"][luid]
-        return (f"<datasource{_attrs(id=luid, name=name, contentUrl=name.replace(' ', ''), type='databricks', createdAt=TS, updatedAt=TS, hasExtracts=str(has_extracts).lower())}>"
+        attrs = _attrs(id=luid, name=name, contentUrl=name.replace(' ', ''), type='databricks', createdAt=TS,
+                       updatedAt=TS, hasExtracts=str(has_extracts).lower())
+        return (f"<datasource{attrs}>"
                 f"<project{_attrs(**PROJECT)}/><owner{_attrs(id=USER_ID)}/></datasource>")
 
     def _start_job(self, kind: str, target: str):

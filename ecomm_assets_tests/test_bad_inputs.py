@@ -16,6 +16,7 @@ from conftest import DAYS, FIRST_DAY, SMALL_SHOP, Pipeline, source_rows
 
 from ecomm_assets.source import demo_data
 
+
 @pytest.fixture(scope="module")
 def run(postgres, tmp_path_factory):
     """The small shop plus the bad inputs, through the whole pipeline in one run."""

@@ -16,7 +16,6 @@ import time
 import dagster as dg
 import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError, raise_execution_interrupts
-
 from databricks_peer import (
     BUSY_ANSWERS,
     CLIENT_ID,
@@ -32,6 +31,7 @@ from databricks_peer import (
     flow_progress,
     iso,
 )
+
 from ecomm_assets.extract.landing_zone import LocalLandingZone
 from ecomm_assets.lakehouse.assets import lakehouse_tables
 from ecomm_assets.lakehouse.engine import ExpectationResult, TableUpdate

@@ -100,7 +100,8 @@ def test_silver_keeps_the_version_the_source_has_drops_deleted_keys_and_counts_b
     assert query(engine, "SELECT customer_id, city, email FROM silver.dim_customer ORDER BY 1") == [
         (1, "Bangkok", "ann@x.com"), (2, "Hanoi", "")]  # an empty string stays one
     assert sorted(query(engine, "SELECT customer_id, _failed_rules, _source_file FROM silver.customers_quarantine"),
-                  key=repr) == [(None, ["valid_id"], str(Path(zone.extracts_root) / "customers/ingestion_date=2026-03-01/customers.csv"))] * 2
+                  key=repr) == [(None, ["valid_id"],
+                                 str(Path(zone.extracts_root) / "customers/ingestion_date=2026-03-01/customers.csv"))] * 2
     assert query(engine, "SELECT ingestion_date::VARCHAR, source_table, source_rows, silver_rows "
                          "FROM silver.source_reconciliation") == [("2026-03-01", "customers", 2, 2)]
 
@@ -133,7 +134,8 @@ def test_a_fail_update_expectation_rolls_the_whole_refresh_back(engine, zone, tm
 
 
 def test_a_missing_landing_partition_is_a_clear_error(engine):
-    with pytest.raises(FileNotFoundError, match=r"no landed file for ingestion date\(s\) \['2026-03-09'\].*run the extract first"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"no landed file for ingestion date\(s\) \['2026-03-09'\].*run the extract first"):
         engine.refresh([PIPELINE["bronze.orders"]], ["2026-03-09"], log)
 
 

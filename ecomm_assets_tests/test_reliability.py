@@ -20,9 +20,8 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
-import pytest
-
 from conftest import DAYS, Pipeline, _free_port, source_rows, wait_for
+
 from ecomm_assets import environment
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
 
@@ -317,9 +316,9 @@ def test_a_run_waiting_for_the_lakehouse_says_who_holds_it_gives_up_in_time_and_
         for stop in (signal.SIGTERM, signal.SIGINT):
             waiting = start_run(cli_home(pipeline, shop), DAYS[-1], DAYS[-1])
             output = []
-            reader = threading.Thread(target=lambda: output.extend(waiting.stdout))
+            reader = threading.Thread(target=output.extend, args=(waiting.stdout,))
             reader.start()
-            wait_for(lambda: any("Waiting for the lakehouse file" in line for line in output), 120,
+            wait_for(lambda lines=output: any("Waiting for the lakehouse file" in line for line in lines), 120,
                      "the run to wait for the lakehouse")
             waiting.send_signal(stop)
             waiting.wait(timeout=30)

@@ -4,9 +4,9 @@ import json
 
 import dagster as dg
 import pytest
+from conftest import DAYS, source_rows
 from dagster_aws.s3 import S3Resource
 
-from conftest import DAYS, source_rows
 from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.extract.s3_landing_zone import S3LandingZone
 from ecomm_assets.lakehouse.pipeline_sql import REPO_ROOT

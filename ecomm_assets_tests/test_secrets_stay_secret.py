@@ -5,9 +5,8 @@ import re
 
 import dagster as dg
 import pytest
-from dagster._serdes import serialize_value
-
 from conftest import DAYS
+from dagster._serdes import serialize_value
 from databricks_peer import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -18,6 +17,7 @@ from databricks_peer import (
     data_quality,
     flow_progress,
 )
+
 from ecomm_assets import environment
 from ecomm_assets.definitions import defs
 

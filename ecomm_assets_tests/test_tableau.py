@@ -156,7 +156,8 @@ def test_a_failed_refresh_fails_the_run_and_its_alert_carries_tableau_s_message(
         alert, = [json.loads(line) for line in alert_log.read_text().splitlines()]
         assert alert["title"] == f"Run failed: __ephemeral_asset_job__, partition {DAY}"
         assert re.fullmatch(
-            r"dagster\._core\.definitions\.events\.Failure: Tableau job \S+ refreshing data source sales_kpi finished: code 1 \(failed\); Tableau says: "
+            r"dagster\._core\.definitions\.events\.Failure: Tableau job \S+ refreshing data source sales_kpi "
+            r"finished: code 1 \(failed\); Tableau says: "
             r"com\.tableausoftware\.nativeapi\.dll\.DataSourceException: \[Databricks\] table "
             r"ecomm_dw\.dbt_prod_metric\.agg_sales_kpi not found",
             alert["fields"]["step ecommerce_analytics_workbook"]), alert

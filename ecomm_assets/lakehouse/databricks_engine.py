@@ -5,7 +5,8 @@ A refresh starts one pipeline update for the selected tables, polls it to a fina
 reads the update's events for the rows written and each expectation's passed and failed records.
 The SDK's ``PipelineEvent`` model drops the ``details`` field that carries those metrics, so the
 events endpoint is called through ``api_client.do``. The endpoint may leave events out; an
-expectation it reports nothing for is returned as unreported, never as zero failures. For the tables that read landed files it then
+expectation it reports nothing for is returned as unreported, never as zero failures. For the
+tables that read landed files it then
 counts, on a SQL warehouse, the rows each holds per landed file: Bronze's own count, which the
 ``rows_match_manifest`` check holds against the extract's manifests.
 """
@@ -88,7 +89,7 @@ class DatabricksLakehouse(LakehouseEngine):
         if update.state.value == "CANCELED":
             raise RuntimeError(f"Update {update_id} of pipeline {self.pipeline_id} was canceled.")
         updates = []
-        for table, table_update in zip(tables, _table_updates(tables, events, log)):
+        for table, table_update in zip(tables, _table_updates(tables, events, log), strict=True):
             if table.landing_files:
                 table_update = replace(table_update, rows_by_file=self._rows_by_file(
                     workspace, table, [] if full_refresh else ingestion_dates, deadline))

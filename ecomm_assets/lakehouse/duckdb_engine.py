@@ -264,14 +264,14 @@ class DuckDBLakehouse(LakehouseEngine):
         connection.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS {select}")
         passes = [f"coalesce(({to_duckdb(exp.maybe_parse(e.condition, dialect=DIALECT))}), false)"
                   for e in table.expectations]
-        keep = " AND ".join(p for p, e in zip(passes, table.expectations) if e.action == "drop") or "true"
+        keep = " AND ".join(p for p, e in zip(passes, table.expectations, strict=True) if e.action == "drop") or "true"
         total, kept, *passed = connection.execute(
             f"SELECT count(*), count(*) FILTER ({keep}), "
             + ", ".join(f"count(*) FILTER ({p})" for p in passes) + " FROM candidates"
         ).fetchone()
         key = _ident(table.columns[0][0])
         results = []
-        for expectation, condition, passed_records in zip(table.expectations, passes, passed):
+        for expectation, condition, passed_records in zip(table.expectations, passes, passed, strict=True):
             failed = total - passed_records
             sample = [str(row[0]) for row in connection.execute(
                 f"SELECT {key} FROM candidates WHERE NOT {condition} ORDER BY {key} LIMIT {_SAMPLE_SIZE}"

@@ -1,6 +1,7 @@
 """The dbt project that holds the KPI models (``dbt_project/``), and how Dagster runs dbt."""
 
 import os
+import subprocess
 import sys
 from functools import cached_property
 from importlib.metadata import version as installed_version
@@ -14,6 +15,11 @@ from ecomm_assets.metrics.dbt_child import PARENT_PID
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+if os.getenv("DAGSTER_IS_DEV_CLI") and not dbt_project.manifest_path.exists():
+    # `dagster dev` started directly, not through make: parse as `make manifest` does, with the dbt
+    # of this environment (dagster-dbt's prepare_if_dev looks for dbt on PATH and parses on every load)
+    subprocess.run([Path(sys.executable).with_name("dbt"), "parse", "--quiet", "--project-dir", DBT_PROJECT_DIR,
+                    "--profiles-dir", DBT_PROJECT_DIR], check=True)
 # dbt as Dagster runs it: the ``ecomm-dbt`` entry point of this environment (dbt_child.py), which
 # dies with the run that started it, whatever the PATH says.
 DBT_EXECUTABLE = str(Path(sys.executable).with_name("ecomm-dbt"))

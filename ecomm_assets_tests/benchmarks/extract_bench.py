@@ -24,9 +24,9 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 import sqlalchemy
+from common import Figure, free_port, median_seconds
 from psycopg import sql
 
-from common import Figure, free_port, median_seconds
 from ecomm_assets.partitions import ingestion_date_partitions
 from ecomm_assets.source.embedded_server import EmbeddedPostgres, _postgres_bin_dir
 from ecomm_assets.source.postgres import key_versions_query

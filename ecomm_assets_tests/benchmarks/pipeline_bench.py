@@ -16,8 +16,8 @@ import dagster as dg
 import duckdb
 import psycopg
 import sqlglot
-
 from common import Figure, free_port, median_seconds
+
 from ecomm_assets import environment
 from ecomm_assets.definitions import defs
 from ecomm_assets.extract.landing_zone import LocalLandingZone, data_file, key_snapshot_folder, partition_folder
