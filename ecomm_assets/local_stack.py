@@ -10,10 +10,10 @@
 
 import os
 import sys
-import time as clock
+import time
 from collections import defaultdict
 from contextlib import contextmanager
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -34,8 +34,8 @@ def _server() -> EmbeddedPostgres:
 
 
 def _today_start() -> datetime:
-    now = datetime.now(ZoneInfo(ingestion_date_partitions.timezone))
-    return datetime.combine(now.date(), time(), tzinfo=now.tzinfo)
+    return datetime.now(ZoneInfo(ingestion_date_partitions.timezone)).replace(hour=0, minute=0, second=0,
+                                                                              microsecond=0)
 
 
 def seed(days: int) -> None:
@@ -132,13 +132,13 @@ def build() -> None:
             return
         log = environment.ecomm_home() / "logs" / f"build_{datetime.now():%Y%m%d_%H%M%S}.log"
         print(f"Building every asset for {first} to {last} in one run (Dagster's log: {log})")
-        started = clock.monotonic()
+        started = time.monotonic()
         with _output_to(log):
             result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
                 instance=instance, tags=tags, raise_on_error=False)
         print("\n".join(_step_lines(instance, result.run_id)))
         print(f"Run {result.run_id} {'succeeded' if result.success else 'FAILED'} in "
-              f"{clock.monotonic() - started:.0f} s")
+              f"{time.monotonic() - started:.0f} s")
         if not result.success:
             sys.exit(f"The run failed; its errors are in {log} and in the Dagster UI (`make dev`).")
 
