@@ -22,8 +22,8 @@ FIRST_DAY = ECOMM_FIRST_INGESTION_DATE=$$(cut -d. -f1 $(ECOMM_HOME)/seeded_windo
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet --quiet --upgrade pip
+	$(BIN)/pip install --quiet --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 lock:
@@ -34,10 +34,11 @@ lock:
 	 .lock-venv/bin/pip freeze --exclude-editable --exclude pip) > constraints.txt
 	rm -rf .lock-venv
 
-# dbt parses once here, not at import time of the code location.
+# dbt parses once here, not at import time of the code location; with the target the runs name, or
+# dbt's partial parse (keyed on it) would parse again on every run.
 manifest: $(MANIFEST)
 $(MANIFEST): $(VENV)/.installed dbt_project/dbt_project.yml $(shell find dbt_project/models dbt_project/macros -type f)
-	cd dbt_project && ../$(BIN)/dbt parse --profiles-dir . --quiet
+	cd dbt_project && ../$(BIN)/dbt parse --profiles-dir . --target local --quiet
 
 instance:
 	mkdir -p $(DAGSTER_HOME)

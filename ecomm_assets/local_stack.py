@@ -79,7 +79,7 @@ def _output_to(log: Path):
 
 def _step_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     """One line per step of the run: what it materialized, rows, failed checks, seconds."""
-    started, ended, tables, rows = {}, {}, defaultdict(set), defaultdict(int)
+    started, ended, rows = {}, {}, defaultdict(dict)  # rows: {step: {asset: row count}}
     failed_checks, errors = defaultdict(set), {}
     for entry in instance.all_logs(run_id):
         event, step = entry.dagster_event, entry.step_key
@@ -98,10 +98,10 @@ def _step_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:
             errors[step] = (failure.user_failure_data.description if failure.user_failure_data
                             else error.message.strip().splitlines()[0])
         elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            # an asset of a range run is materialized once per day, each time with the run's count
             materialization = event.step_materialization_data.materialization
-            tables[step].add(materialization.asset_key.to_user_string())
             row_count = materialization.metadata.get("dagster/row_count")
-            rows[step] += row_count.value if row_count else 0
+            rows[step][materialization.asset_key.to_user_string()] = row_count.value if row_count else 0
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed:
@@ -110,8 +110,8 @@ def _step_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     for step, start in started.items():
         end, succeeded = ended.get(step, (start, False))
         checks = f", failed checks: {', '.join(sorted(failed_checks[step]))}" if failed_checks[step] else ""
-        lines.append(f"  {'ok    ' if succeeded else 'FAILED'} {step:<30} {len(tables[step]):>3} assets "
-                     f"{rows[step]:>10,} rows {end - start:7.1f} s{checks}")
+        lines.append(f"  {'ok    ' if succeeded else 'FAILED'} {step:<30} {len(rows[step]):>3} assets "
+                     f"{sum(rows[step].values()):>10,} rows {end - start:7.1f} s{checks}")
         if step in errors:
             lines.append(f"         {errors[step]}")
     return lines

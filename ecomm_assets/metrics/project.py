@@ -18,8 +18,8 @@ dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_D
 if os.getenv("DAGSTER_IS_DEV_CLI") and not dbt_project.manifest_path.exists():
     # `dagster dev` started directly, not through make: parse as `make manifest` does, with the dbt
     # of this environment (dagster-dbt's prepare_if_dev looks for dbt on PATH and parses on every load)
-    subprocess.run([Path(sys.executable).with_name("dbt"), "parse", "--quiet", "--project-dir", DBT_PROJECT_DIR,
-                    "--profiles-dir", DBT_PROJECT_DIR], check=True)
+    subprocess.run([Path(sys.executable).with_name("dbt"), "parse", "--quiet", "--target", "local",
+                    "--project-dir", DBT_PROJECT_DIR, "--profiles-dir", DBT_PROJECT_DIR], check=True)
 # dbt as Dagster runs it: the ``ecomm-dbt`` entry point of this environment (dbt_child.py), which
 # dies with the run that started it, whatever the PATH says.
 DBT_EXECUTABLE = str(Path(sys.executable).with_name("ecomm-dbt"))
