@@ -8,7 +8,7 @@ import logging
 import threading
 from datetime import datetime
 
-import psycopg
+import dagster as dg
 import pytest
 
 from ecomm_assets.extract.landing_zone import LocalLandingZone
@@ -146,9 +146,21 @@ def test_connecting_retries_while_the_server_comes_back(postgres):
 def test_sslmode_is_honoured(postgres):
     # The embedded server speaks no TLS, so a client that insists on it must be refused.
     insisting = postgres.resource().model_copy(update={"sslmode": "require", "connect_attempts": 1})
-    with pytest.raises(psycopg.OperationalError, match="(?i)ssl"):
-        with insisting.connect():
+    with pytest.raises(dg.Failure, match="(?i)ssl"), insisting.connect():
+        pass
+
+
+def test_a_server_that_is_down_is_one_line_saying_what_to_do(postgres):
+    postgres.stop()
+    try:
+        with pytest.raises(dg.Failure) as failure, postgres.resource().model_copy(
+                update={"connect_attempts": 1}).connect():
             pass
+    finally:
+        postgres.start()
+    assert failure.value.description.count("\n") == 0
+    assert "Connection refused" in failure.value.description
+    assert "start it with `python -m ecomm_assets.local_stack up`" in failure.value.description
 
 
 def test_a_dsn_wins_over_the_fields(postgres):
