@@ -1,8 +1,10 @@
 """The shape of the asset graph: what a reviewer should see change when the graph changes."""
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 
@@ -133,3 +135,13 @@ def test_the_partitions_start_at_the_first_day_of_the_data():
                                "print(p.get_first_partition_key())"],
         env={**os.environ, "ECOMM_FIRST_INGESTION_DATE": "2026-10-23"}, capture_output=True, text=True, check=True)
     assert first.stdout.strip() == "2026-10-23"
+
+
+def test_dagster_dev_started_directly_parses_a_missing_dbt_manifest(tmp_path):
+    """`dagster dev` (not `make dev`) in a checkout where `make manifest` never ran."""
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copytree(repo / "ecomm_assets", tmp_path / "ecomm_assets")
+    shutil.copytree(repo / "dbt_project", tmp_path / "dbt_project", ignore=shutil.ignore_patterns("target", "logs"))
+    subprocess.run([sys.executable, "-c", "import ecomm_assets.metrics.project"], cwd=tmp_path, check=True,
+                   env={**os.environ, "DAGSTER_IS_DEV_CLI": "1", "PYTHONPATH": str(tmp_path)})
+    assert (tmp_path / "dbt_project" / "target" / "manifest.json").exists()
