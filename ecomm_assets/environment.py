@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ecomm_assets import REPO_ROOT
 from ecomm_assets.alerts.sensor import Alerting
 from ecomm_assets.extract.landing_zone import LocalLandingZone
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse
@@ -19,7 +20,6 @@ from ecomm_assets.metrics.project import DBT_EXECUTABLE, DbtCli, dbt_project
 from ecomm_assets.serving.assets import LocalDashboard
 from ecomm_assets.source.postgres import SourceDatabase
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_PG_PORT = 54329
 
 
@@ -44,6 +44,12 @@ def lakehouse_catalog() -> str:
     return os.getenv("ECOMM_CATALOG", "ecomm_dw") if ecomm_env() == "prod" else "ecomm_dw"
 
 
+def lakehouse_database(home: Path) -> Path:
+    """The local lakehouse: one DuckDB file, whose name is the catalog's (dbt's local profile names
+    it too)."""
+    return home / "ecomm_dw.duckdb"
+
+
 def local_dashboard(home: Path) -> LocalDashboard:
     return LocalDashboard(path=str(home / "dashboard" / "ecommerce_analytics.html"))
 
@@ -54,7 +60,7 @@ def local_resources(home: Path, pg_port: int) -> dict:
         "source_db": SourceDatabase(host="127.0.0.1", port=pg_port, dbname="ecomm", user="ecomm"),
         "landing_zone": landing_zone,
         "lakehouse": DuckDBLakehouse(
-            database=str(home / "ecomm_dw.duckdb"), landing_root=landing_zone.extracts_root
+            database=str(lakehouse_database(home)), landing_root=landing_zone.extracts_root
         ),
         "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target="local"),
         "dashboard": local_dashboard(home),

@@ -144,7 +144,7 @@ def build() -> None:
 
 
 def summary() -> None:
-    database = environment.ecomm_home() / "ecomm_dw.duckdb"
+    database = environment.lakehouse_database(environment.ecomm_home())
     with duckdb.connect(str(database), read_only=True) as db:
         totals = db.execute(
             "SELECT count(*), sum(revenue), sum(order_count), sum(revenue) / sum(order_count)"

@@ -1,60 +1,22 @@
 """Shared fixtures: one embedded PostgreSQL for the session and a fresh pipeline home per test."""
 
-import socket
 import tempfile
-import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import dagster as dg
-import duckdb
 import psycopg
 import pytest
 from moto.server import ThreadedMotoServer
+from support import DAYS, FIRST_DAY, SMALL_SHOP, Pipeline, free_port
 
-from ecomm_assets import environment
-from ecomm_assets.definitions import defs
 from ecomm_assets.source import demo_data
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
-
-ICT = ZoneInfo("Asia/Bangkok")
-# The small shop the tests run on: five days of life, 2026-03-01 to 2026-03-05 (ICT).
-FIRST_DAY = datetime(2026, 3, 1, tzinfo=ICT)
-DAYS = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05"]
-SMALL_SHOP = demo_data.DemoSize(customers=60, products=40, orders=400, invalid_orders=3, invalid_items=3)
-# Columns stamped with the time of the run; everything else must be reproducible.
-RUN_TIME_COLUMNS = {"_ingested_at", "_processed_at"}
-# Columns saying which landed file a row came from: they differ between two pipeline homes.
-LINEAGE_COLUMNS = {"_source_file", "_ingestion_date", "_rescued_data"}
-# What the business sees: every Silver, Gold and KPI table.
-SERVED_TABLES = ["silver.customers", "silver.products", "silver.orders", "silver.order_items",
-                 "silver.dim_customer", "silver.dim_product", "silver.dim_orders", "silver.fact_orders",
-                 "gold.sales_analytics", "gold.agg_daily_sales", "dbt_prod_metric.agg_sales_kpi",
-                 "dbt_prod_metric.agg_product_kpi", "dbt_prod_metric.agg_customer_kpi"]
-
-
-def wait_for(condition, seconds: float, what: str, interval: float = 0.01):
-    """The first true value of ``condition()``, asked every ``interval`` seconds for up to ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"gave up waiting for {what} after {seconds} s"
-        time.sleep(interval)
-    return value
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def postgres():
-    # Under root the server runs as the postgres user, which must be able to enter the folder.
-    folder = Path(tempfile.mkdtemp(prefix="ecomm-pg-"))
-    folder.chmod(0o755)
-    server = EmbeddedPostgres(folder / "data", _free_port())
+    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="ecomm-pg-")) / "data", free_port())
     server.start()
     yield server
     server.stop()
@@ -79,61 +41,8 @@ def shop(postgres) -> EmbeddedPostgres:
     return postgres
 
 
-class Pipeline:
-    """The real code location's assets over one pipeline home (landing folder + DuckDB file)."""
-
-    def __init__(self, home: Path, postgres: EmbeddedPostgres, instance: dg.DagsterInstance | None = None):
-        self.home = home
-        self.resources = environment.local_resources(home, postgres.port)
-        self.assets = defs.assets
-        self.instance = instance  # None: a fresh in-memory instance per run
-
-    def materialize(self, first: str, last: str | None = None, selection: str = "*",
-                    raise_on_error: bool = True, **run_config) -> dg.ExecuteInProcessResult:
-        """One run over the partition range first..last (a single-run backfill when they differ);
-        ``run_config`` by op name, e.g. ``landing_extracts={"lookback_hours": 0}``."""
-        tags = {"dagster/asset_partition_range_start": first,
-                "dagster/asset_partition_range_end": last or first}
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("ECOMM_HOME", str(self.home))  # dbt's profile reads it
-            result = dg.materialize(self.assets, selection=selection, resources=self.resources, tags=tags,
-                                    instance=self.instance,
-                                    raise_on_error=raise_on_error,
-                                    run_config={"ops": {op: {"config": c} for op, c in run_config.items()}})
-        assert result.success or not raise_on_error
-        return result
-
-    def landed(self, table: str, day: str) -> Path:
-        """The landed file of ``table`` for the ingestion date ``day``."""
-        return self.home / "landing/ecomm_db_extracts/daily_extracts" / table / f"ingestion_date={day}" / f"{table}.csv"
-
-    def query(self, sql: str) -> list[tuple]:
-        with duckdb.connect(str(self.home / "ecomm_dw.duckdb"), read_only=True) as db:
-            return db.execute(sql).fetchall()
-
-    def rows(self, table: str, exclude: set[str] = frozenset()) -> list[tuple]:
-        """Sorted content of a table, without the run-time stamps and the columns in ``exclude``."""
-        with duckdb.connect(str(self.home / "ecomm_dw.duckdb"), read_only=True) as db:
-            columns = [c for (c,) in db.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema || '.' || table_name = ?"
-                " ORDER BY ordinal_position", [table]).fetchall()
-                if c not in RUN_TIME_COLUMNS | exclude]
-            assert columns, f"no table {table}"
-            return sorted(db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall(), key=repr)
-
-    def served(self) -> dict[str, list[tuple]]:
-        """Every Silver, Gold and KPI table, without run-time stamps and file lineage."""
-        return {table: self.rows(table, exclude=LINEAGE_COLUMNS) for table in SERVED_TABLES}
-
-
 @pytest.fixture
 def new_pipeline(shop, tmp_path):
     def make(name: str = "home", instance: dg.DagsterInstance | None = None) -> Pipeline:
         return Pipeline(tmp_path / name, shop, instance)
     return make
-
-
-def source_rows(postgres: EmbeddedPostgres, query: str) -> list[tuple]:
-    with psycopg.connect(postgres.resource().conninfo()) as connection:
-        connection.execute("SET TIME ZONE 'UTC'")
-        return sorted(connection.execute(query).fetchall(), key=repr)

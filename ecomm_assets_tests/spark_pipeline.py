@@ -19,7 +19,6 @@ from functools import reduce
 from pathlib import Path
 
 import sqlglot
-import yaml
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from sqlglot import exp
@@ -29,24 +28,23 @@ from ecomm_assets.lakehouse.pipeline_sql import (
     DIALECT,
     FILE_METADATA,
     LANDING_ROOT,
-    REPO_ROOT,
     RESCUED_DATA,
     PipelineTable,
+    pipeline_settings,
     pipeline_tables,
     read_files_call,
     read_files_options,
     read_files_schema,
 )
 
-PIPELINE_YAML = REPO_ROOT / "dlt_notebooks/resources/batch_ecomm_pipeline.pipeline.yml"
 # read_files options that are not the CSV reader's: what to read, and how Auto Loader streams it
 _NOT_CSV_OPTIONS = {"format", "schema", "schemaEvolutionMode", "allowOverwrites"}
 
 
 def pipeline_spark_settings() -> dict[str, str]:
     """The ``spark.*`` keys of batch_ecomm_pipeline's configuration in the bundle."""
-    pipeline = yaml.safe_load(PIPELINE_YAML.read_text())["resources"]["pipelines"]["batch_ecomm_pipeline"]
-    return {k: str(v) for k, v in pipeline.get("configuration", {}).items() if k.startswith("spark.")}
+    configuration = pipeline_settings().get("configuration", {})
+    return {k: str(v) for k, v in configuration.items() if k.startswith("spark.")}
 
 
 def spark_session(warehouse: Path) -> SparkSession:

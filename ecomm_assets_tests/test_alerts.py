@@ -9,7 +9,7 @@ import re
 import dagster as dg
 import pytest
 from alert_peers import SLACK_TOKEN, SlackPeer, SmtpPeer
-from conftest import DAYS, _free_port, source_rows
+from support import DAYS, free_port, source_rows
 
 from ecomm_assets.alerts.sensor import Alerting, failure_alerts
 
@@ -25,7 +25,7 @@ def slack():
 
 @pytest.fixture
 def smtp():
-    peer = SmtpPeer(_free_port())
+    peer = SmtpPeer(free_port())
     yield peer
     peer.stop()
 

@@ -4,10 +4,10 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
 
+from ecomm_assets import REPO_ROOT
 from ecomm_assets.definitions import defs
 from ecomm_assets.partitions import ingestion_date_partitions
 from ecomm_assets.source.postgres import column_descriptions, source_tables
@@ -139,7 +139,7 @@ def test_the_partitions_start_at_the_first_day_of_the_data():
 
 def test_dagster_dev_started_directly_parses_a_missing_dbt_manifest(tmp_path):
     """`dagster dev` (not `make dev`) in a checkout where `make manifest` never ran."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO_ROOT
     shutil.copytree(repo / "ecomm_assets", tmp_path / "ecomm_assets")
     shutil.copytree(repo / "dbt_project", tmp_path / "dbt_project", ignore=shutil.ignore_patterns("target", "logs"))
     subprocess.run([sys.executable, "-c", "import ecomm_assets.metrics.project"], cwd=tmp_path, check=True,

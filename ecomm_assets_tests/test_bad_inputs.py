@@ -12,7 +12,7 @@ from datetime import date, timedelta
 import psycopg
 import pytest
 from bad_inputs import BAD_INPUTS
-from conftest import DAYS, FIRST_DAY, SMALL_SHOP, Pipeline, source_rows
+from support import DAYS, FIRST_DAY, SMALL_SHOP, Pipeline, source_rows
 
 from ecomm_assets.source import demo_data
 

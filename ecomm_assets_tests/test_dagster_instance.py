@@ -4,9 +4,9 @@ import shutil
 
 import dagster as dg
 import psycopg
-from conftest import DAYS
+from support import DAYS
 
-from ecomm_assets.environment import REPO_ROOT
+from ecomm_assets import REPO_ROOT
 from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.extract.landing_zone import LocalLandingZone
 

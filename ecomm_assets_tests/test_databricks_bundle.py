@@ -13,8 +13,9 @@ import dagster as dg
 import pytest
 import yaml
 
+from ecomm_assets import REPO_ROOT
 from ecomm_assets.definitions import defs
-from ecomm_assets.lakehouse.pipeline_sql import PIPELINE_DIR, PIPELINE_FILES, REPO_ROOT, pipeline_tables
+from ecomm_assets.lakehouse.pipeline_sql import pipeline_files, pipeline_settings, pipeline_tables
 
 BUNDLE_DIR = REPO_ROOT / "dlt_notebooks"
 DBT_PROJECT = REPO_ROOT / "dbt_project"
@@ -23,10 +24,7 @@ METRIC_MODELS = ("agg_sales_kpi", "agg_product_kpi", "agg_customer_kpi")
 BUNDLE = yaml.safe_load((BUNDLE_DIR / "databricks.yml").read_text())
 RESOURCE_FILES = sorted({path for pattern in BUNDLE["include"] for path in BUNDLE_DIR.glob(pattern)})
 RESOURCES = {path: yaml.safe_load(path.read_text())["resources"] for path in RESOURCE_FILES}
-((PIPELINE_FILE, PIPELINE),) = [
-    (path, resources["pipelines"]["batch_ecomm_pipeline"])
-    for path, resources in RESOURCES.items() if "batch_ecomm_pipeline" in resources.get("pipelines", {})
-]
+PIPELINE = pipeline_settings()
 
 
 def _as_list(value) -> list:
@@ -36,11 +34,11 @@ def _as_list(value) -> list:
 # (a) the bundle
 
 
-def test_the_bundle_deploys_exactly_the_sql_the_local_engine_runs():
-    # a library path is relative to the file that names it
-    deployed = {(PIPELINE_FILE.parent / library["file"]["path"]).resolve() for library in PIPELINE["libraries"]}
+def test_the_bundle_deploys_every_sql_file_the_local_engine_runs():
+    """The engines read the pipeline's files from the bundle: here, that it names each SQL file."""
+    deployed = pipeline_files()
     assert all(path.is_file() for path in deployed), deployed
-    assert deployed == {(PIPELINE_DIR / name).resolve() for name in PIPELINE_FILES}
+    assert set(deployed) == set((BUNDLE_DIR / "transformations").resolve().glob("*.sql"))
 
 
 def test_every_bundle_variable_used_is_declared_and_prod_publishes_to_ecomm_dw():
@@ -62,7 +60,7 @@ def test_the_tables_of_the_sql_are_the_lakehouse_assets_of_the_dagster_graph():
 
 
 def test_the_pipeline_is_given_every_setting_its_sql_reads():
-    read = {name for file in PIPELINE_FILES for name in re.findall(r"\$\{(\w+)\}", (PIPELINE_DIR / file).read_text())}
+    read = {name for file in pipeline_files() for name in re.findall(r"\$\{(\w+)\}", file.read_text())}
     assert "landing_root" in read
     assert read <= set(PIPELINE["configuration"])
     assert PIPELINE["continuous"] is False

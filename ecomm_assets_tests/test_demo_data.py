@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import psycopg
-from conftest import FIRST_DAY, source_rows
+from support import FIRST_DAY, source_rows
 
 from ecomm_assets.source import demo_data
 

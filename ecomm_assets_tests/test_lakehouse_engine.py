@@ -48,7 +48,7 @@ def zone(tmp_path) -> LocalLandingZone:
 
 @pytest.fixture
 def engine(tmp_path, zone) -> DuckDBLakehouse:
-    return DuckDBLakehouse(database=str(tmp_path / "ecomm_dw.duckdb"), landing_root=zone.extracts_root)
+    return DuckDBLakehouse(database=str(environment.lakehouse_database(tmp_path)), landing_root=zone.extracts_root)
 
 
 def test_bronze_rescues_unexpected_columns_and_keeps_every_row(engine, zone):
@@ -206,4 +206,4 @@ def test_a_run_of_lakehouse_checks_alone_refreshes_nothing_and_says_why(tmp_path
                             raise_on_error=False)
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "materialize the table to run its checks" in str(failure.event_specific_data.error)
-    assert not (tmp_path / "ecomm_dw.duckdb").exists()
+    assert not environment.lakehouse_database(tmp_path).exists()

@@ -10,7 +10,7 @@ import random
 from decimal import Decimal
 
 import dagster as dg
-from conftest import DAYS, SERVED_TABLES, source_rows
+from support import DAYS, SERVED_TABLES, source_rows
 
 from ecomm_assets.alerts.sensor import Alerting, failure_alerts
 from ecomm_assets.lakehouse.pipeline_sql import LATEST_FILE_VERSION

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
-from conftest import DAYS, Pipeline, _free_port, source_rows, wait_for
+from support import DAYS, Pipeline, free_port, source_rows, wait_for
 
-from ecomm_assets import environment
+from ecomm_assets import REPO_ROOT
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
 
 NEXT_DAY = "2026-03-06"  # the first day after the small shop's five
@@ -225,7 +225,7 @@ def cli_home(pipeline: Pipeline, shop: EmbeddedPostgres) -> dict:
     """The environment of `dagster` commands over ``pipeline``'s home: a real instance on disk."""
     dagster_home = pipeline.home / "dagster"
     dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(environment.REPO_ROOT / "ecomm_assets/instance/local.yaml", dagster_home / "dagster.yaml")
+    shutil.copy(REPO_ROOT / "ecomm_assets/instance/local.yaml", dagster_home / "dagster.yaml")
     return {**os.environ, "ECOMM_HOME": str(pipeline.home), "ECOMM_PG_PORT": str(shop.port),
             "DAGSTER_HOME": str(dagster_home)}
 
@@ -234,7 +234,7 @@ def start_run(env: dict, first: str, last: str) -> subprocess.Popen:
     """`dagster asset materialize` of the whole graph, as `make run` starts it."""
     return subprocess.Popen([DAGSTER, "asset", "materialize", "-m", "ecomm_assets.definitions", "--select", "*",
                              "--partition-range", f"{first}...{last}"],
-                            env=env, cwd=environment.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
 
@@ -349,7 +349,7 @@ def test_an_extract_while_postgresql_is_down_fails_and_changes_nothing(shop, new
 def test_local_stack_comes_back_after_postgresql_was_killed():
     home = Path(tempfile.mkdtemp(prefix="ecomm-home-"))
     home.chmod(0o755)  # under root the server runs as postgres, which must be able to enter it
-    env = {**os.environ, "ECOMM_HOME": str(home), "ECOMM_PG_PORT": str(_free_port())}
+    env = {**os.environ, "ECOMM_HOME": str(home), "ECOMM_PG_PORT": str(free_port())}
 
     def local_stack(command: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "ecomm_assets.local_stack", command], env=env,

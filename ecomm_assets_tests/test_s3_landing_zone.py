@@ -4,12 +4,12 @@ import json
 
 import dagster as dg
 import pytest
-from conftest import DAYS, source_rows
 from dagster_aws.s3 import S3Resource
+from support import DAYS, source_rows
 
+from ecomm_assets import REPO_ROOT
 from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.extract.s3_landing_zone import S3LandingZone
-from ecomm_assets.lakehouse.pipeline_sql import REPO_ROOT
 
 BUCKET = "ecomm-landing"
 MiB = 1 << 20

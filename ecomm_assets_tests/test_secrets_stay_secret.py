@@ -5,7 +5,6 @@ import re
 
 import dagster as dg
 import pytest
-from conftest import DAYS
 from dagster._serdes import serialize_value
 from databricks_peer import (
     CLIENT_ID,
@@ -17,6 +16,7 @@ from databricks_peer import (
     data_quality,
     flow_progress,
 )
+from support import DAYS
 
 from ecomm_assets import environment
 from ecomm_assets.definitions import defs

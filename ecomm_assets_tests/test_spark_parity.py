@@ -17,8 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from bad_inputs import BAD_INPUTS, HALF_CENT_DAY
-from conftest import DAYS, FIRST_DAY, RUN_TIME_COLUMNS, SMALL_SHOP, Pipeline
 from spark_pipeline import SparkPipeline, kpi_query, normalised, spark_session
+from support import DAYS, FIRST_DAY, RUN_TIME_COLUMNS, SMALL_SHOP, Pipeline
 
 from ecomm_assets.lakehouse.pipeline_sql import pipeline_tables
 from ecomm_assets.metrics.project import DBT_EXECUTABLE, DBT_PROJECT_DIR

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import DAYS, _free_port, wait_for
+from support import DAYS, free_port, wait_for
 from test_serving import chromium
 
-from ecomm_assets.environment import REPO_ROOT
+from ecomm_assets import REPO_ROOT
 from ecomm_assets.lakehouse.assets import lakehouse_tables
 
 BACKFILL_DAYS = DAYS[:3]
@@ -31,7 +31,7 @@ class DagsterUI:
     """dagster-webserver and dagster-daemon over one DAGSTER_HOME, stopped with their children."""
 
     def __init__(self, home: Path, pg_port: int):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         dagster_home = home / "dagster"
         dagster_home.mkdir(parents=True)

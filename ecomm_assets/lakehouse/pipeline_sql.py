@@ -15,14 +15,16 @@ from functools import cache
 from pathlib import Path
 
 import sqlglot
+import yaml
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.schema import MappingSchema
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PIPELINE_DIR = REPO_ROOT / "dlt_notebooks" / "transformations"
-PIPELINE_FILES = ("bronze.sql", "silver.sql", "gold.sql")
+from ecomm_assets import REPO_ROOT
+
+# batch_ecomm_pipeline as the Asset Bundle deploys it: its libraries are the SQL files, in order.
+PIPELINE_BUNDLE = REPO_ROOT / "dlt_notebooks" / "resources" / "batch_ecomm_pipeline.pipeline.yml"
 DIALECT = "databricks"
 
 # The pipeline setting that holds the landing zone's URI (ecomm_db_extracts/daily_extracts).
@@ -287,7 +289,17 @@ def read_pipeline(files: Sequence[Path]) -> tuple[PipelineTable, ...]:
     return tuple(tables)
 
 
+def pipeline_settings() -> dict:
+    """batch_ecomm_pipeline's settings in the bundle (libraries, configuration, catalog)."""
+    return yaml.safe_load(PIPELINE_BUNDLE.read_text())["resources"]["pipelines"]["batch_ecomm_pipeline"]
+
+
+def pipeline_files() -> list[Path]:
+    """The pipeline's SQL files, as the bundle lists them (relative to the bundle file)."""
+    return [(PIPELINE_BUNDLE.parent / library["file"]["path"]).resolve() for library in pipeline_settings()["libraries"]]
+
+
 @cache
 def pipeline_tables() -> tuple[PipelineTable, ...]:
     """Every table of the DLT pipeline batch_ecomm_pipeline, in dependency order."""
-    return read_pipeline([PIPELINE_DIR / name for name in PIPELINE_FILES])
+    return read_pipeline(pipeline_files())

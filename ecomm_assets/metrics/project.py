@@ -10,9 +10,10 @@ from pathlib import Path
 from dagster_dbt import DbtCliResource, DbtProject
 from packaging import version
 
+from ecomm_assets import REPO_ROOT
 from ecomm_assets.metrics.dbt_child import PARENT_PID
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 if os.getenv("DAGSTER_IS_DEV_CLI") and not dbt_project.manifest_path.exists():

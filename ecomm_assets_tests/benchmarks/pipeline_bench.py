@@ -18,7 +18,7 @@ import psycopg
 import sqlglot
 from common import Figure, free_port, median_seconds
 
-from ecomm_assets import environment
+from ecomm_assets import REPO_ROOT, environment
 from ecomm_assets.definitions import defs
 from ecomm_assets.extract.landing_zone import LocalLandingZone, data_file, key_snapshot_folder, partition_folder
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse, to_duckdb
@@ -28,7 +28,7 @@ from ecomm_assets.source import demo_data
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
 from ecomm_assets.source.postgres import source_tables
 
-REPO = environment.REPO_ROOT
+REPO = REPO_ROOT
 PYTHON = sys.executable
 ICT = ZoneInfo("Asia/Bangkok")
 DEMO_END = datetime(2026, 3, 31, tzinfo=ICT)  # 30 demo days: 2026-03-01 .. 2026-03-30
@@ -99,7 +99,7 @@ def lakehouse_figure(workdir: Path, order_items: int, runs: int) -> Figure:
     day, zone = "2026-03-01", LocalLandingZone(root=str(workdir / "lakehouse_landing"))
     _land_synthetic_day(zone, day, order_items)
     landing = Path(zone.extracts_root)
-    database = workdir / "ecomm_dw.duckdb"
+    database = environment.lakehouse_database(workdir)
     fresh = lambda: database.unlink(missing_ok=True)  # noqa: E731
     engine = DuckDBLakehouse(database=str(database), landing_root=str(landing))
     ours = median_seconds(lambda: engine.refresh(pipeline_tables(), [day], log), runs, fresh)
