@@ -1,6 +1,6 @@
 """The Databricks side, checked offline: the Asset Bundle in dlt_notebooks/ deploys the SQL the local
-engine runs, the grants and the landing bucket policy keep SPEC section 10, and dbt's prod target
-parses without a workspace, granting Tableau its metric tables."""
+engine runs, the grants and the landing bucket policy keep Bronze and the landing files to data
+engineers, and dbt's prod target parses without a workspace, granting Tableau its metric tables."""
 
 import json
 import os

@@ -10,10 +10,13 @@ import random
 from decimal import Decimal
 
 import dagster as dg
+import pytest
 from support import DAYS, SERVED_TABLES, source_rows
 
 from ecomm_assets.alerts.sensor import Alerting, failure_alerts
 from ecomm_assets.lakehouse.pipeline_sql import LATEST_FILE_VERSION
+
+pytestmark = pytest.mark.slow
 
 VALID_LINES = """
     FROM order_items i

@@ -20,10 +20,13 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
+import pytest
 from support import DAYS, Pipeline, free_port, source_rows, wait_for
 
 from ecomm_assets import REPO_ROOT
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
+
+pytestmark = pytest.mark.slow
 
 NEXT_DAY = "2026-03-06"  # the first day after the small shop's five
 NIGHTLY = "group:landing or group:bronze or group:silver or group:gold"  # the 01:00 job

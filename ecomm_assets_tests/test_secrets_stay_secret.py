@@ -21,6 +21,8 @@ from support import DAYS
 from ecomm_assets import environment
 from ecomm_assets.definitions import defs
 
+pytestmark = pytest.mark.slow
+
 PG_PASSWORD = "pg-Secret-4711"
 AWS_SECRET = "aws-Secret-0815"
 SECRETS = [PG_PASSWORD, AWS_SECRET, TOKEN, CLIENT_SECRET]

@@ -24,7 +24,7 @@ from ecomm_assets.lakehouse.pipeline_sql import pipeline_tables
 from ecomm_assets.metrics.project import DBT_EXECUTABLE, DBT_PROJECT_DIR
 from ecomm_assets.source import demo_data
 
-pytestmark = pytest.mark.parity
+pytestmark = [pytest.mark.parity, pytest.mark.slow]
 KPI_MODELS = ["agg_sales_kpi", "agg_product_kpi", "agg_customer_kpi"]
 
 

@@ -23,6 +23,8 @@ from test_serving import chromium
 from ecomm_assets import REPO_ROOT
 from ecomm_assets.lakehouse.assets import lakehouse_tables
 
+pytestmark = pytest.mark.slow
+
 BACKFILL_DAYS = DAYS[:3]
 FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 

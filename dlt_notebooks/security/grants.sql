@@ -1,4 +1,4 @@
--- Unity Catalog access to the lakehouse (SPEC section 10), run by the catalog owner on a SQL
+-- Unity Catalog access to the lakehouse, run by the catalog owner on a SQL
 -- warehouse before the first deploy; every statement can be run again. ${CATALOG} is the
 -- deployment's catalog (ecomm_dw in prod, ecomm_dw_dev for the bundle's dev target):
 --   CATALOG=ecomm_dw envsubst < security/grants.sql
