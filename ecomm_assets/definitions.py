@@ -7,6 +7,7 @@ import dagster as dg
 from ecomm_assets import environment
 from ecomm_assets.alerts.sensor import failure_alerts
 from ecomm_assets.extract.assets import landing_extracts
+from ecomm_assets.jobs import batch_ecomm_pipeline, daily_refresh, schedules
 from ecomm_assets.lakehouse.assets import lakehouse_tables
 from ecomm_assets.metrics.assets import KPI_KEYS, kpi_models
 from ecomm_assets.serving.assets import ecommerce_analytics_dashboard
@@ -20,18 +21,6 @@ else:
     from ecomm_assets.serving.tableau import tableau_workbook_assets
 
     serving = tableau_workbook_assets(tableau, environment.tableau_state_path())
-
-batch_ecomm_pipeline = dg.define_asset_job(
-    name="batch_ecomm_pipeline",
-    description="Nightly extract of yesterday's changes from ecomm-db, then Bronze, Silver and Gold.",
-    selection=dg.AssetSelection.groups("landing", "bronze", "silver", "gold"),
-)
-
-daily_refresh = dg.define_asset_job(
-    name="daily_refresh",
-    description="dbt build of the KPI models in dbt_prod_metric (the DailyRefresh job).",
-    selection=dg.AssetSelection.groups("metrics"),
-)
 
 # Gold and the KPIs must hold yesterday's partition by 06:00 Asia/Bangkok (the schedules run at
 # 01:00 and 05:00); the sensor evaluates the checks, the alert sensor reports the ones that fail.
@@ -57,12 +46,7 @@ defs = dg.Definitions(
     asset_checks=freshness_checks,
     sensors=[failure_alerts, freshness_checks_sensor, refresh_dashboard_when_kpis_land],
     jobs=[batch_ecomm_pipeline, daily_refresh],
-    schedules=[
-        # The partitions are in Asia/Bangkok, so these fire at 01:00 and 05:00 ICT, each for
-        # the day that just ended.
-        dg.build_schedule_from_partitioned_job(batch_ecomm_pipeline, hour_of_day=1),
-        dg.build_schedule_from_partitioned_job(daily_refresh, hour_of_day=5),
-    ],
+    schedules=schedules,
     resources=environment.resources(),
     # The steps are short and I/O bound; one process per run beats paying a process start per step.
     executor=dg.in_process_executor,
