@@ -74,6 +74,9 @@ class DatabricksLakehouse(LakehouseEngine):
         # several schemas in one Unity Catalog pipeline a bare name can be ambiguous: users who hit
         # that qualify them fully. So: ecomm_dw.silver.fact_orders.
         selection = [f"{self.catalog}.{table.name}" for table in tables]
+        if ingestion_dates and not full_refresh:
+            log.info(f"Ingestion dates {list(ingestion_dates)} are not sent: Auto Loader reads every landed file it "
+                     "has not read yet, theirs included once the extract wrote them.")
         update_id = self._start(workspace, selection, full_refresh, deadline, log)
         try:
             update = self._wait_for(workspace, update_id, deadline, log)

@@ -58,6 +58,13 @@ class LakehouseEngine(dg.ConfigurableResource, ABC):
     ) -> list[TableUpdate]:
         """Refresh ``tables`` (a subset of the pipeline, in pipeline order).
 
+        What a partition means differs by layer. The extract and Bronze do real work per
+        ingestion date: Bronze reads those dates' landed files. Silver, Gold (and dbt after them)
+        recompute from everything Bronze holds; for them the dates only label the
+        materializations. An engine that cannot read by date says so: Databricks' Auto Loader
+        reads every landed file it has not read yet, which includes the dates' files the extract
+        just wrote or rewrote.
+
         Streaming tables (Bronze) ingest the landing partitions of ``ingestion_dates`` as their
         files are now: a rewritten file (a re-extract) adds its new version beside the earlier one,
         as Auto Loader does with ``allowOverwrites``; materialized views are recomputed from their inputs.
