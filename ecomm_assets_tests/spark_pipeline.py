@@ -27,14 +27,11 @@ from ecomm_assets.lakehouse.engine import ExpectationResult, TableUpdate
 from ecomm_assets.lakehouse.pipeline_sql import (
     DIALECT,
     FILE_METADATA,
-    LANDING_ROOT,
+    LANDED,
     RESCUED_DATA,
     PipelineTable,
     pipeline_settings,
     pipeline_tables,
-    read_files_call,
-    read_files_options,
-    read_files_schema,
 )
 
 # read_files options that are not the CSV reader's: what to read, and how Auto Loader streams it
@@ -68,11 +65,10 @@ def _without_qualify(select: exp.Select, names: list[str]) -> exp.Select:
 
 
 def spark_sql(table: PipelineTable, landed_columns: list[str]) -> str:
-    """The table's query in SQL Spark runs: read_files() replaced by the view ``landed`` (whose
+    """The table's query in SQL Spark runs: read_files() replaced by the view LANDED (whose
     ``*`` holds ``landed_columns``, not ``_metadata``), QUALIFY rewritten."""
     query = table.query.copy()
-    if call := read_files_call(query):
-        call.parent.replace(exp.to_table("landed"))
+    if table.read_files:
         query.set("expressions", [column for select in query.selects for column in (
             [exp.column(c) for c in landed_columns] if isinstance(select, exp.Star) else [select])])
     for select in list(query.find_all(exp.Select)):
@@ -104,23 +100,23 @@ class SparkPipeline:
 
     def _refresh(self, table: PipelineTable) -> TableUpdate:
         self.spark.sql(f"CREATE DATABASE IF NOT EXISTS {table.layer}")
-        if call := read_files_call(table.query):
-            path, options = read_files_options(call)
-            files = sorted(self.landing_root.glob(path.removeprefix(LANDING_ROOT + "/")))
+        if table.read_files:
+            options = table.read_files.options
+            files = sorted(self.landing_root.glob(table.read_files.glob))
             if table.kind == "streaming table":
                 version = (lambda f: (f, f.stat().st_mtime_ns // 1_000_000)) \
                     if options.get("allowOverwrites") == "true" else (lambda f: f)
                 seen = self.read.setdefault(table.name, set())
                 files = [f for f in files if version(f) not in seen]
                 seen.update(version(f) for f in files)
-            schema = list(read_files_schema(call))
+            schema = list(table.read_files.schema)
             landed = None
             for file in files:
                 one = self._read_file(file, options, schema)
                 landed = one if landed is None else landed.unionByName(one)
             if landed is None:  # nothing new: the streaming table stays as it is
                 return TableUpdate(table.name, self.spark.table(table.name).count())
-            landed.createOrReplaceTempView("landed")
+            landed.createOrReplaceTempView(LANDED)
             result = self.spark.sql(spark_sql(table, schema + [RESCUED_DATA]))
         else:
             result = self.spark.sql(spark_sql(table, []))

@@ -64,7 +64,7 @@ def _check_specs(table: PipelineTable) -> list[dg.AssetCheckSpec]:
     a preview feature of Dagster 1.13, used on purpose: its warning is silenced here."""
     specs = [(expectation.name, expectation.description, expectation.action == "fail")
              for expectation in table.expectations]
-    if table.landing_files:
+    if table.read_files:
         specs.append((MANIFEST_CHECK, f"Blocking: for every landed file the run read, {table.name} holds "
                       "exactly the rows the extract counted in ecomm-db (its manifest): source rows in the "
                       "window = landed rows = rows in the table, nothing lost on the way.", True))
@@ -132,7 +132,7 @@ def _landed_files(table: PipelineTable, ingestion_dates: Sequence[str]) -> list[
     """The files under the landing root a refresh of ``table`` for ``ingestion_dates`` reads."""
     if table.kind == "streaming table":
         return [_day_file(table, d) for d in ingestion_dates]
-    return [table.landing_files]
+    return [table.read_files.glob]
 
 
 def _manifest_evaluations(table: PipelineTable, update: TableUpdate, dates: Sequence[str],
@@ -214,7 +214,7 @@ def lakehouse_tables(
         table, key = tables[update.name], asset_key(update.name)
         evaluations = {result.name: _expectation_evaluations(table, result, dates, in_table[update.name])
                        for result in update.expectations}
-        if table.landing_files:
+        if table.read_files:
             evaluations[MANIFEST_CHECK] = _manifest_evaluations(table, update, dates, config.full_refresh,
                                                                 landing_zone)
         targets = _materializations_of_run(context, key, dates)

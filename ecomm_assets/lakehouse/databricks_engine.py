@@ -93,7 +93,7 @@ class DatabricksLakehouse(LakehouseEngine):
             raise RuntimeError(f"Update {update_id} of pipeline {self.pipeline_id} was canceled.")
         updates = []
         for table, table_update in zip(tables, _table_updates(tables, events, log), strict=True):
-            if table.landing_files:
+            if table.read_files:
                 table_update = replace(table_update, rows_by_file=self._rows_by_file(
                     workspace, table, [] if full_refresh else ingestion_dates, deadline))
             updates.append(replace(table_update, expectations=tuple(
@@ -106,7 +106,7 @@ class DatabricksLakehouse(LakehouseEngine):
         [expectation] = [e for e in table.expectations if e.name == result.name]
         if not result.failed_records or expectation.action != "warn":
             return result
-        key = table.columns[0][0]
+        key = table.key
         rows = self._query(workspace, f"SELECT CAST({key} AS STRING) FROM {self.catalog}.{table.name} WHERE NOT "
                                       f"coalesce({expectation.condition}, false) ORDER BY 1 LIMIT {_SAMPLE_SIZE}",
                            deadline)

@@ -33,14 +33,12 @@ from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, La
 from ecomm_assets.lakehouse.pipeline_sql import (
     DIALECT,
     FILE_METADATA,
+    LANDED,
     LATEST_FILE_VERSION,
     RESCUED_DATA,
     SOURCE_FILE,
     SOURCE_FILE_MODIFIED_AT,
     PipelineTable,
-    read_files_call,
-    read_files_options,
-    read_files_schema,
 )
 from ecomm_assets.waiting import wait_for_lock
 
@@ -175,7 +173,7 @@ class DuckDBLakehouse(LakehouseEngine):
 
     def _files(self, table: PipelineTable) -> list[Path]:
         """The landed files the table's read_files() path selects."""
-        return sorted(Path(self.landing_root).glob(table.landing_files))
+        return sorted(Path(self.landing_root).glob(table.read_files.glob))
 
     def _landed_dates(self, table: PipelineTable) -> list[str]:
         return sorted(path.parent.name.split("=", 1)[1] for path in self._files(table))
@@ -183,19 +181,17 @@ class DuckDBLakehouse(LakehouseEngine):
     def _landed(self, table: PipelineTable, files: Sequence[Path]) -> str:
         """The query of ``table`` over ``files`` (read_files replaced by them), once each file is
         checked against its manifest."""
-        call = read_files_call(table.query)
-        if read_files_options(call)[1].get("format", "").lower() != "csv":
+        if table.read_files.options.get("format", "").lower() != "csv":
             raise ValueError(f"{table.name}: the local engine reads CSV landing files only")
         for path in files:
             self._verify(path)
-        schema = list(read_files_schema(call))
+        schema = list(table.read_files.schema)
         landed = " UNION ALL BY NAME ".join(_landed_file_relation(f, schema) for f in files)
         query = table.query.copy()
-        read_files_call(query).parent.replace(exp.to_table("landed"))
         for star in query.selects:
             if isinstance(star, exp.Star):
                 star.set("except_", [exp.column(FILE_METADATA)])
-        return f"WITH landed AS ({landed}) {to_duckdb(query)}"
+        return f"WITH {LANDED} AS ({landed}) {to_duckdb(query)}"
 
     def _verify(self, path: Path) -> None:
         """Refuse a file its manifest does not describe byte for byte."""
@@ -252,9 +248,9 @@ class DuckDBLakehouse(LakehouseEngine):
 
     def _recompute(self, connection, table: PipelineTable) -> TableUpdate:
         """Materialized view: recompute, then apply the expectations, all counted in one scan."""
-        files = self._files(table) if table.landing_files else []
-        if table.landing_files and not files:
-            raise FileNotFoundError(f"{table.name}: nothing landed at {table.landing_files}; run the extract first")
+        files = self._files(table) if table.read_files else []
+        if table.read_files and not files:
+            raise FileNotFoundError(f"{table.name}: nothing landed at {table.read_files.glob}; run the extract first")
         select = self._landed(table, files) if files else to_duckdb(table.query)
         if not table.expectations:
             connection.execute(f"CREATE OR REPLACE TABLE {table.name} AS {select}")
@@ -269,7 +265,7 @@ class DuckDBLakehouse(LakehouseEngine):
             f"SELECT count(*), count(*) FILTER ({keep}), "
             + ", ".join(f"count(*) FILTER ({p})" for p in passes) + " FROM candidates"
         ).fetchone()
-        key = _ident(table.columns[0][0])
+        key = _ident(table.key)
         results = []
         for expectation, condition, passed_records in zip(table.expectations, passes, passed, strict=True):
             failed = total - passed_records

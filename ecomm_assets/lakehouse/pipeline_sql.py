@@ -10,7 +10,7 @@ name EXPECT (condition) ON VIOLATION ...) COMMENT '...' AS``), which is read by 
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -38,6 +38,8 @@ SOURCE_FILE = "_source_file"
 SOURCE_FILE_MODIFIED_AT = "_source_file_modified_at"
 # The rows of the latest version of each landed file (a QUALIFY condition, as silver.sql writes it).
 LATEST_FILE_VERSION = f"{SOURCE_FILE_MODIFIED_AT} = max({SOURCE_FILE_MODIFIED_AT}) OVER (PARTITION BY {SOURCE_FILE})"
+# The relation that stands for read_files() in the query of a table that reads landed files.
+LANDED = "landed_files"
 # The column in which a Silver table lists the rules a row breaks: if(<condition>, NULL, '<rule>'),
 # one per rule, each counted by the expectation NOT array_contains(_failed_rules, '<rule>').
 FAILED_RULES = "_failed_rules"
@@ -70,21 +72,37 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class ReadFiles:
+    """What a table's read_files() call says: which landed files, read how."""
+    glob: str  # relative to ${landing_root}, e.g. "orders/ingestion_date=*/orders.csv"
+    options: dict[str, str] = field(hash=False)  # format, multiLine, allowOverwrites, ...
+    schema: dict[str, str] = field(hash=False)  # the declared columns {name: type}, in file order
+
+    @property
+    def landing_table(self) -> str:
+        """The landing asset (source table) whose files these are."""
+        return self.glob.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
 class PipelineTable:
     name: str  # "<schema>.<table>", schema being the layer
     kind: str  # "streaming table" or "materialized view"
     comment: str
     expectations: tuple[Expectation, ...]
-    query: exp.Query  # the SELECT, parsed in the Databricks dialect
+    # The SELECT, parsed in the Databricks dialect; where the SQL calls read_files(), the query
+    # reads the relation LANDED instead, which an engine defines over the files.
+    query: exp.Query
     columns: tuple[tuple[str, str], ...]  # (name, Databricks type) of the output
+    key: str  # the first output column, which identifies a row (sampled when an expectation fails)
     upstream: tuple[str, ...]  # pipeline tables read
-    landing_files: str | None  # the glob read_files() reads, relative to ${landing_root}, for Bronze
+    read_files: ReadFiles | None  # for the tables that read landed files
     source_file: str
 
     @property
     def landing_table(self) -> str | None:
         """The landing asset (source table) whose files this table reads."""
-        return self.landing_files.split("/", 1)[0] if self.landing_files else None
+        return self.read_files.landing_table if self.read_files else None
 
     @property
     def layer(self) -> str:
@@ -96,29 +114,18 @@ class PipelineTable:
 
 
 def _split_statements(text: str) -> list[str]:
-    """Split on top-level semicolons, ignoring those in strings, and drop ``--`` comments."""
-    statements, current, quote, i = [], [], None, 0
-    while i < len(text):
-        char = text[i]
-        if quote:
-            current.append(char)
-            if char == quote:
-                quote = None
-        elif char in "'\"`":
-            quote = char
-            current.append(char)
-        elif text.startswith("--", i):
-            i = text.find("\n", i)
-            i = len(text) if i == -1 else i
-            continue
-        elif char == ";":
-            statements.append("".join(current).strip())
-            current = []
+    """The statements of a file, split at semicolons by sqlglot's tokenizer (so none inside a
+    string or a comment counts); each runs from its first token to its last, comments before it
+    left out."""
+    statements, start, end = [], None, None
+    for token in [*sqlglot.tokenize(text, read=DIALECT), None]:
+        if token is None or token.token_type == sqlglot.TokenType.SEMICOLON:
+            if start is not None:
+                statements.append(text[start:end + 1])
+            start = None
         else:
-            current.append(char)
-        i += 1
-    statements.append("".join(current).strip())
-    return [s for s in statements if s]
+            start, end = token.start if start is None else start, token.end
+    return statements
 
 
 def _parenthesised(text: str) -> tuple[str, str]:
@@ -187,31 +194,25 @@ def _with_rules(expectations: tuple[Expectation, ...], query: exp.Query, where: 
     return tuple(Expectation(e.name, e.condition, e.action, rules[e.name]) for e in expectations)
 
 
-def read_files_call(query: exp.Query) -> exp.Anonymous | None:
-    return next(
-        (f for f in query.find_all(exp.Anonymous) if f.name.lower() == "read_files"), None
-    )
+def _read_files_call(query: exp.Query) -> exp.Anonymous | None:
+    return next((f for f in query.find_all(exp.Anonymous) if f.name.lower() == "read_files"), None)
 
 
-def read_files_options(call: exp.Anonymous) -> tuple[str, dict[str, str]]:
-    """The path and the named options of a read_files() call."""
-    path, *options = call.expressions
-    return path.name, {o.this.name: o.expression.name if isinstance(o.expression, exp.Literal)
-                       else o.expression.sql(DIALECT).lower() for o in options}
+def _read_files(call: exp.Anonymous, where: str) -> ReadFiles:
+    """The path, options and declared schema of a read_files() call."""
+    path, *arguments = call.expressions
+    if not path.name.startswith(LANDING_ROOT + "/"):
+        raise ValueError(f"{where}: read_files must read under {LANDING_ROOT}, not {path.name!r}")
+    options = {o.this.name: o.expression.name if isinstance(o.expression, exp.Literal)
+               else o.expression.sql(DIALECT).lower() for o in arguments}
+    schema = dict(column.split(None, 1) for column in _top_level_split(options.pop("schema")))
+    return ReadFiles(path.name.removeprefix(LANDING_ROOT + "/"), options, schema)
 
 
-def read_files_schema(call: exp.Anonymous) -> dict[str, str]:
-    """The declared ``schema`` option of a read_files() call, as {column: type}."""
-    _, options = read_files_options(call)
-    return dict(column.split(None, 1) for column in _top_level_split(options["schema"]))
-
-
-def _source_schema(call: exp.Anonymous) -> dict[str, str]:
-    """The columns a read_files() call yields: its schema, the rescue column and the file metadata."""
-    columns = read_files_schema(call)
-    columns[RESCUED_DATA] = "STRING"
-    columns[FILE_METADATA] = "STRUCT<file_path: STRING, file_modification_time: TIMESTAMP>"
-    return columns
+def _source_schema(read_files: ReadFiles) -> dict[str, str]:
+    """The columns read_files() yields: its schema, the rescue column and the file metadata."""
+    return {**read_files.schema, RESCUED_DATA: "STRING",
+            FILE_METADATA: "STRUCT<file_path: STRING, file_modification_time: TIMESTAMP>"}
 
 
 def _without_stream(query_text: str) -> str:
@@ -238,15 +239,12 @@ def _parse_statement(text: str, known: dict[str, dict[str, str]], source_file: s
     expectations = _with_rules(expectations, query, f"{source_file}: {name}")
 
     schema = {layer: dict(tables) for layer, tables in _nested(known).items()}
-    landing_files, call = None, read_files_call(query)
-    typed = query.copy()
-    if call:
-        path, _ = read_files_options(call)
-        if not path.startswith(LANDING_ROOT + "/"):
-            raise ValueError(f"{source_file}: {name}: read_files must read under {LANDING_ROOT}, not {path!r}")
-        landing_files = path.removeprefix(LANDING_ROOT + "/")
-        schema.setdefault("_landing", {})["files"] = _source_schema(call)
-        read_files_call(typed).parent.replace(exp.to_table("_landing.files"))
+    read_files, typed = None, query.copy()
+    if call := _read_files_call(query):
+        read_files = _read_files(call, f"{source_file}: {name}")
+        call.parent.replace(exp.to_table(LANDED))
+        schema["_landing"] = {"files": _source_schema(read_files)}  # for typing only: a qualified name
+        _read_files_call(typed).parent.replace(exp.to_table("_landing.files"))
     mapping = MappingSchema(schema, dialect=DIALECT)
     typed = annotate_types(qualify(typed, schema=mapping, dialect=DIALECT), schema=mapping, dialect=DIALECT)
     columns = tuple(
@@ -257,11 +255,11 @@ def _parse_statement(text: str, known: dict[str, dict[str, str]], source_file: s
     upstream = tuple(
         sorted({f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table)} & set(known))
     )
-    if landing_files and not {SOURCE_FILE, SOURCE_FILE_MODIFIED_AT} <= dict(columns).keys():
+    if read_files and not {SOURCE_FILE, SOURCE_FILE_MODIFIED_AT} <= dict(columns).keys():
         raise ValueError(f"{source_file}: {name} reads landed files: keep _metadata.file_path AS {SOURCE_FILE} "
                          f"and _metadata.file_modification_time AS {SOURCE_FILE_MODIFIED_AT}")
     return PipelineTable(name, " ".join(header["kind"].lower().split()), comment, expectations,
-                         query, columns, upstream, landing_files, source_file)
+                         query, columns, columns[0][0], upstream, read_files, source_file)
 
 
 def _nested(tables: dict[str, dict[str, str]]) -> dict[str, dict[str, dict[str, str]]]:

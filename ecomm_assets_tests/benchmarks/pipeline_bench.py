@@ -22,7 +22,7 @@ from ecomm_assets import REPO_ROOT, environment
 from ecomm_assets.definitions import defs
 from ecomm_assets.extract.landing_zone import LocalLandingZone, data_file, key_snapshot_folder, partition_folder
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse, to_duckdb
-from ecomm_assets.lakehouse.pipeline_sql import pipeline_tables, read_files_call
+from ecomm_assets.lakehouse.pipeline_sql import LANDED, pipeline_tables
 from ecomm_assets.metrics.project import DBT_EXECUTABLE, DBT_PROJECT_DIR
 from ecomm_assets.source import demo_data
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
@@ -79,19 +79,18 @@ def _direct_duckdb(database: Path, landing_root: Path, day: str) -> None:
         db.execute("SET TimeZone = 'UTC'")
         for table in pipeline_tables():
             db.execute(f"CREATE SCHEMA IF NOT EXISTS {table.layer}")
-            query = table.query.copy()
-            if table.landing_files:
+            landed = ""
+            if table.read_files:
                 csv = landing_root / (f"{partition_folder(table.landing_table, day)}/{data_file(table.landing_table)}"
-                                      if table.kind == "streaming table" else table.landing_files)
-                landed = sqlglot.parse_one(
-                    f"SELECT *, NULL::VARCHAR AS _rescued_data, {{'file_path': '{csv}'}} AS _metadata "
-                    f"FROM read_csv('{csv}', header = true, all_varchar = true)", read="duckdb")
-                read_files_call(query).parent.replace(landed.subquery("landed"))
+                                      if table.kind == "streaming table" else table.read_files.glob)
+                landed = (f"WITH {LANDED} AS (SELECT *, NULL::VARCHAR AS _rescued_data, {{'file_path': '{csv}', "
+                          f"'file_modification_time': now()}} AS _metadata "
+                          f"FROM read_csv('{csv}', header = true, all_varchar = true)) ")
             keep = [to_duckdb(sqlglot.parse_one(e.condition, read="databricks"))
                     for e in table.expectations if e.action == "drop"]
             where = " AND ".join(f"coalesce(({c}), false)" for c in keep) or "true"
             db.execute(f"CREATE TABLE {table.layer}.{table.table} AS "
-                       f"SELECT * FROM ({to_duckdb(query)}) WHERE {where}")
+                       f"SELECT * FROM ({landed}{to_duckdb(table.query)}) WHERE {where}")
 
 
 def lakehouse_figure(workdir: Path, order_items: int, runs: int) -> Figure:
