@@ -205,7 +205,8 @@ def _read_files(call: exp.Anonymous, where: str) -> ReadFiles:
         raise ValueError(f"{where}: read_files must read under {LANDING_ROOT}, not {path.name!r}")
     options = {o.this.name: o.expression.name if isinstance(o.expression, exp.Literal)
                else o.expression.sql(DIALECT).lower() for o in arguments}
-    schema = dict(column.split(None, 1) for column in _top_level_split(options.pop("schema")))
+    declared = sqlglot.parse_one(f"CREATE TABLE t ({options.pop('schema')})", read=DIALECT)
+    schema = {column.name: column.args["kind"].sql(DIALECT) for column in declared.this.expressions}
     return ReadFiles(path.name.removeprefix(LANDING_ROOT + "/"), options, schema)
 
 
