@@ -20,10 +20,10 @@ CREATE OR REFRESH STREAMING TABLE bronze.customers
 COMMENT 'Raw customers rows as landed: one row per extracted version, all values as text.'
 AS SELECT
   *,
-  _metadata.file_path AS _source_file,
-  _metadata.file_modification_time AS _source_file_modified_at,
-  CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
-  current_timestamp() AS _ingested_at
+  _metadata.file_path AS _source_file,  -- The landed file the row was read from.
+  _metadata.file_modification_time AS _source_file_modified_at,  -- When that file was written: tells a re-extract's versions apart.
+  CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,  -- The file's partition: the day (Asia/Bangkok) the rows changed.
+  current_timestamp() AS _ingested_at  -- When Bronze read the row.
 FROM STREAM read_files(
   '${landing_root}/customers/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/customers.csv',
   format => 'csv',

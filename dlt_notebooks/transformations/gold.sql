@@ -10,9 +10,9 @@ AS SELECT
   dim_orders.status,
   dim_orders.payment_method,
   fact_orders.customer_id,
-  concat_ws(' ', dim_customer.first_name, dim_customer.last_name) AS customer_name,
-  dim_customer.city AS customer_city,
-  dim_customer.country AS customer_country,
+  concat_ws(' ', dim_customer.first_name, dim_customer.last_name) AS customer_name,  -- First and last name.
+  dim_customer.city AS customer_city,  -- The customer's city.
+  dim_customer.country AS customer_country,  -- The customer's country.
   fact_orders.product_id,
   dim_product.product_name,
   dim_product.category,
@@ -27,9 +27,9 @@ CREATE OR REFRESH MATERIALIZED VIEW gold.agg_daily_sales
 COMMENT 'Daily sales by order_date (Asia/Bangkok): revenue, orders, items sold and distinct customers.'
 AS SELECT
   order_date,
-  sum(item_price) AS revenue,
-  count(DISTINCT order_id) AS order_count,
-  sum(quantity) AS items_sold,
-  count(DISTINCT customer_id) AS customer_count
+  sum(item_price) AS revenue,  -- The day's order lines, summed (every status).
+  count(DISTINCT order_id) AS order_count,  -- Orders placed that day.
+  sum(quantity) AS items_sold,  -- Units sold that day.
+  count(DISTINCT customer_id) AS customer_count  -- Distinct customers who ordered that day.
 FROM gold.sales_analytics
 GROUP BY order_date;

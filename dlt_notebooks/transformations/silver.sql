@@ -51,7 +51,7 @@ SELECT
   landed.*,
   filter(array(
     if(landed.customer_id IS NOT NULL, NULL, 'valid_id')
-  ), rule -> rule IS NOT NULL) AS _failed_rules
+  ), rule -> rule IS NOT NULL) AS _failed_rules  -- The data contract rules the row breaks (empty: none).
 FROM landed LEFT JOIN source ON source.customer_id = landed.customer_id
 WHERE landed.customer_id IS NULL OR source.customer_id IS NOT NULL
 QUALIFY row_number() OVER (
@@ -136,7 +136,7 @@ CREATE OR REFRESH MATERIALIZED VIEW silver.dim_customer
 COMMENT 'Clean customer profile: the current version of each customer that breaks no rule.'
 AS SELECT
   customer_id, first_name, last_name, email, city, country, created_at, updated_at,
-  current_timestamp() AS _processed_at
+  current_timestamp() AS _processed_at  -- When Silver built the row.
 FROM silver.customers
 WHERE size(_failed_rules) = 0;
 
@@ -154,7 +154,7 @@ AS SELECT
   order_id,
   customer_id,
   ordered_at,
-  to_date(from_utc_timestamp(ordered_at, 'Asia/Bangkok')) AS order_date,
+  to_date(from_utc_timestamp(ordered_at, 'Asia/Bangkok')) AS order_date,  -- The day the order was placed, in Asia/Bangkok.
   status,
   payment_method,
   created_at,
@@ -263,10 +263,10 @@ AS WITH source_versions AS (
   SELECT 'order_items', order_item_id, updated_at FROM silver.order_items
 )
 SELECT
-  to_date(from_utc_timestamp(source.updated_at, 'Asia/Bangkok')) AS ingestion_date,
-  source.source_table,
-  count(*) AS source_rows,
-  count_if(silver.updated_at = source.updated_at) AS silver_rows
+  to_date(from_utc_timestamp(source.updated_at, 'Asia/Bangkok')) AS ingestion_date,  -- The day the versions were last changed.
+  source.source_table,  -- The ecomm-db table.
+  count(*) AS source_rows,  -- Versions the source had at the latest extract (key snapshot).
+  count_if(silver.updated_at = source.updated_at) AS silver_rows  -- How many of them Silver holds.
 FROM source_versions AS source
 LEFT JOIN silver_versions AS silver ON silver.source_table = source.source_table AND silver.id = source.id
 -- A row without a key cannot be matched: Silver keeps every one of them, quarantined (valid_id).
@@ -277,8 +277,12 @@ CREATE OR REFRESH MATERIALIZED VIEW silver.star_key_violations (
   CONSTRAINT unique_keys EXPECT (key IS NOT NULL AND rows = 1) ON VIOLATION FAIL UPDATE
 )
 COMMENT 'The primary keys of the star schema that are NULL or not unique: empty, or the update fails.'
-AS SELECT 'dim_customer' AS star_table, customer_id AS key, count(*) AS rows FROM silver.dim_customer
-   GROUP BY customer_id HAVING customer_id IS NULL OR count(*) > 1
+AS SELECT
+  'dim_customer' AS star_table,  -- The star table.
+  customer_id AS key,  -- Its primary key value.
+  count(*) AS rows  -- The rows holding it.
+FROM silver.dim_customer
+GROUP BY customer_id HAVING customer_id IS NULL OR count(*) > 1
 UNION ALL
 SELECT 'dim_product', product_id, count(*) FROM silver.dim_product
    GROUP BY product_id HAVING product_id IS NULL OR count(*) > 1

@@ -43,8 +43,10 @@ def _spec(table: PipelineTable) -> dg.AssetSpec:
         skippable=True,
         metadata={
             "dagster/column_schema": dg.TableSchema(
-                # the source columns carry their meaning from schema.sql; derived ones have none yet
-                columns=[dg.TableColumn(name, type_, description=column_descriptions().get(name))
+                # source columns carry their meaning from schema.sql, derived ones from the SQL comment
+                # where the pipeline defines them
+                columns=[dg.TableColumn(name, type_, description=column_descriptions().get(name)
+                                        or table.column_descriptions.get(name))
                          for name, type_ in table.columns]
             ),
             "dagster/table_name": f"{lakehouse_catalog()}.{table.name}",

@@ -10,7 +10,7 @@ name EXPECT (condition) ON VIOLATION ...) COMMENT '...' AS``), which is read by 
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -98,6 +98,9 @@ class PipelineTable:
     upstream: tuple[str, ...]  # pipeline tables read
     read_files: ReadFiles | None  # for the tables that read landed files
     source_file: str
+    # What a column means, from the SQL comment on the select item that defines it (here or in the
+    # table it comes from); source columns are described in schema.sql instead.
+    column_descriptions: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def landing_table(self) -> str | None:
@@ -276,16 +279,27 @@ def _display_path(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
+def _commented_columns(query: exp.Query) -> dict[str, str]:
+    """{column: the ``--`` comment on the select item that defines it} of the query's output."""
+    return {select.alias_or_name: " ".join(c.strip() for c in select.comments)
+            for select in query.selects if select.comments}
+
+
 def read_pipeline(files: Sequence[Path]) -> tuple[PipelineTable, ...]:
-    """The tables declared in ``files``, in declaration order; each may read the ones before it."""
+    """The tables declared in ``files``, in declaration order; each may read the ones before it.
+    A column is described where it is defined, once: a name means the same in every table."""
     tables: list[PipelineTable] = []
     known: dict[str, dict[str, str]] = {}
+    described = {RESCUED_DATA: "Auto Loader's rescue column: the values of columns the declared schema "
+                               "does not have, as JSON (NULL when the file has none)."}
     for path in files:
         for statement in _split_statements(path.read_text()):
             table = _parse_statement(statement, known, _display_path(path))
             tables.append(table)
             known[table.name] = dict(table.columns)
-    return tuple(tables)
+            described = {**_commented_columns(table.query), **described}
+    return tuple(replace(table, column_descriptions={name: described[name] for name, _ in table.columns
+                                                     if name in described}) for table in tables)
 
 
 def pipeline_settings() -> dict:
