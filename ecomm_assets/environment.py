@@ -16,7 +16,8 @@ from ecomm_assets import REPO_ROOT
 from ecomm_assets.alerts.sensor import Alerting
 from ecomm_assets.extract.landing_zone import LocalLandingZone
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse
-from ecomm_assets.metrics.project import DBT_EXECUTABLE, DbtCli, dbt_project
+from ecomm_assets.metrics.dbt_cli import DBT_EXECUTABLE, DbtCli
+from ecomm_assets.metrics.project import dbt_project
 from ecomm_assets.serving.assets import LocalDashboard
 from ecomm_assets.source.postgres import SourceDatabase
 

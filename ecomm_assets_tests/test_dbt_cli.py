@@ -3,7 +3,8 @@
 import sys
 from pathlib import Path
 
-from ecomm_assets.metrics.project import DbtCli, dbt_project
+from ecomm_assets.metrics.dbt_cli import DbtCli
+from ecomm_assets.metrics.project import dbt_project
 
 
 def test_dbt_is_not_asked_its_version_on_every_run(tmp_path):

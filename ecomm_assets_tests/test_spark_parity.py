@@ -21,7 +21,8 @@ from spark_pipeline import SparkPipeline, kpi_query, normalised, spark_session
 from support import DAYS, FIRST_DAY, RUN_TIME_COLUMNS, SMALL_SHOP, Pipeline
 
 from ecomm_assets.lakehouse.pipeline_sql import pipeline_tables
-from ecomm_assets.metrics.project import DBT_EXECUTABLE, DBT_PROJECT_DIR
+from ecomm_assets.metrics.dbt_cli import DBT_EXECUTABLE
+from ecomm_assets.metrics.project import DBT_PROJECT_DIR
 from ecomm_assets.source import demo_data
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]

@@ -23,7 +23,8 @@ from ecomm_assets.definitions import defs
 from ecomm_assets.extract.landing_zone import LocalLandingZone, data_file, key_snapshot_folder, partition_folder
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse, to_duckdb
 from ecomm_assets.lakehouse.pipeline_sql import LANDED, pipeline_tables
-from ecomm_assets.metrics.project import DBT_EXECUTABLE, DBT_PROJECT_DIR
+from ecomm_assets.metrics.dbt_cli import DBT_EXECUTABLE
+from ecomm_assets.metrics.project import DBT_PROJECT_DIR
 from ecomm_assets.source import demo_data
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
 from ecomm_assets.source.postgres import source_tables
