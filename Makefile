@@ -67,7 +67,7 @@ parity: install manifest
 	$(BIN)/pytest -m parity
 
 bench: install manifest
-	$(PY) ecomm_assets_tests/benchmarks/run_benchmarks.py
+	$(PY) -m ecomm_assets_tests.benchmarks.run_benchmarks
 
 clean:
 	-[ -x $(PY) ] && $(PY) -m ecomm_assets.local_stack down

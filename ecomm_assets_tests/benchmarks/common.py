@@ -1,6 +1,5 @@
 """What every benchmark figure shares: timing by median, and one result row per figure."""
 
-import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -40,9 +39,3 @@ def median_seconds(run: Callable[[], object], runs: int, setup: Callable[[], obj
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -24,12 +24,13 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 import sqlalchemy
-from common import Figure, free_port, median_seconds
 from psycopg import sql
 
 from ecomm_assets.partitions import ingestion_date_partitions
 from ecomm_assets.source.embedded_server import EmbeddedPostgres, _postgres_bin_dir
 from ecomm_assets.source.postgres import key_versions_query
+from ecomm_assets_tests.benchmarks.common import Figure, median_seconds
+from ecomm_assets_tests.support import free_port
 
 TABLE = "order_items"
 BIG_DAY, SMALL_DAY = "2026-03-01", "2026-03-02"  # the partitions extracted; all other rows are older

@@ -16,7 +16,6 @@ import dagster as dg
 import duckdb
 import psycopg
 import sqlglot
-from common import Figure, free_port, median_seconds
 
 from ecomm_assets import REPO_ROOT, environment
 from ecomm_assets.definitions import defs
@@ -28,6 +27,8 @@ from ecomm_assets.metrics.project import DBT_PROJECT_DIR
 from ecomm_assets.source import demo_data
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
 from ecomm_assets.source.postgres import source_tables
+from ecomm_assets_tests.benchmarks.common import Figure, median_seconds
+from ecomm_assets_tests.support import free_port
 
 REPO = REPO_ROOT
 PYTHON = sys.executable

@@ -6,14 +6,10 @@ the table. --quick runs small sizes and skips the fresh-clone figure, as a smoke
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import extract_bench  # noqa: E402
-import pipeline_bench  # noqa: E402
+from ecomm_assets_tests.benchmarks import extract_bench, pipeline_bench
 
 
 def markdown(figures) -> str:
@@ -34,7 +30,6 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ecomm-bench-") as workdir:
-        Path(workdir).chmod(0o755)  # the embedded PostgreSQL may run as another user
         figures = extract_bench.run(Path(workdir), args.quick) + pipeline_bench.run(Path(workdir), args.quick)
     (args.out / "results.json").write_text(json.dumps([f.as_dict() for f in figures], indent=2))
     table = markdown(figures)

@@ -1,0 +1,1 @@
+"""The benchmarks (`make bench`): each figure against its baseline, side by side."""
