@@ -1,5 +1,6 @@
 # ecomm_data_pipeline: the whole daily pipeline on this machine, then its tests.
 #   make run    install, start the local stack, backfill every demo partition, show the KPIs
+#               (make run DAYS=2026-11-20...2026-11-22 builds those days only)
 #   make dev    the Dagster UI on http://127.0.0.1:3000 over the same local state
 #   make test   the test suite (the Spark parity tests included)
 #   make parity the DLT SQL on local Spark against the DuckDB engine, alone (~3 min)
@@ -47,7 +48,7 @@ instance:
 run: install manifest instance
 	@$(PY) -m ecomm_assets.local_stack up
 	@$(PY) -m ecomm_assets.local_stack seed
-	@$(FIRST_DAY) $(PY) -m ecomm_assets.local_stack build
+	@$(FIRST_DAY) $(PY) -m ecomm_assets.local_stack build $(DAYS)
 	@$(PY) -m ecomm_assets.local_stack summary
 	@echo "\nBrowse the lineage, runs and checks: make dev, then open http://127.0.0.1:3000"
 

@@ -2,8 +2,9 @@
 
   up               start the embedded PostgreSQL (ecomm-db) under ECOMM_HOME
   seed [DAYS]      fill the source tables with DAYS (30) of demo data, unless already seeded
-  build            materialize every asset for every seeded day in one run, unless done already;
-                   one line per step here, Dagster's whole log in a file
+  build [DAYS]     materialize every asset for DAYS (FIRST...LAST or one day; default every
+                   seeded day) in one run, unless done already; one line per step here,
+                   Dagster's whole log in a file
   summary          print the KPIs that dbt built
   down             stop the embedded PostgreSQL
 """
@@ -13,7 +14,7 @@ import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -117,12 +118,28 @@ def _step_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return lines
 
 
-def build() -> None:
-    """Materialize every asset for the seeded days in one run of the local Dagster instance."""
+def _partition_range(days: str) -> tuple[str, str]:
+    """FIRST...LAST (or one day) as partition keys; what is wrong with it, in one line, if anything."""
+    first, _, last = days.partition("...")
+    keys = ingestion_date_partitions.get_partition_keys()
+    for day in (first, last or first):
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            sys.exit(f"{day!r} is not a day: write YYYY-MM-DD, or FIRST...LAST for a range.")
+        if day not in keys:
+            sys.exit(f"There is no partition {day}: the partitions run from {keys[0]} to {keys[-1]}.")
+    if first > (last or first):
+        sys.exit(f"{days} is empty: its first day comes after its last.")
+    return first, last or first
+
+
+def build(days: str | None) -> None:
+    """Materialize every asset for ``days`` (default: the seeded days) in one run of the local
+    Dagster instance."""
+    first, last = _partition_range(days or _seeded_window())
     from ecomm_assets.definitions import defs  # here: the partitions start at ECOMM_FIRST_INGESTION_DATE
 
-    window = _seeded_window()
-    first, last = window.split("...")
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     with dg.DagsterInstance.get() as instance:
         done = instance.get_run_records(dg.RunsFilter(tags=tags, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
@@ -174,7 +191,7 @@ def main(argv: list[str]) -> None:
     elif command == "seed":
         seed(int(args[0]) if args else 30)
     elif command == "build":
-        build()
+        build(args[0] if args else None)
     elif command == "summary":
         summary()
     elif command == "down":
