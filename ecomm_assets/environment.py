@@ -17,7 +17,7 @@ from ecomm_assets.alerts.sensor import Alerting
 from ecomm_assets.extract.landing_zone import LocalLandingZone
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse
 from ecomm_assets.metrics.dbt_cli import DBT_EXECUTABLE, DbtCli
-from ecomm_assets.metrics.project import dbt_project
+from ecomm_assets.metrics.project import LOCAL_TARGET, dbt_project
 from ecomm_assets.serving.assets import LocalDashboard
 from ecomm_assets.source.postgres import SourceDatabase
 
@@ -63,7 +63,7 @@ def local_resources(home: Path, pg_port: int) -> dict:
         "lakehouse": DuckDBLakehouse(
             database=str(lakehouse_database(home)), landing_root=landing_zone.extracts_root
         ),
-        "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target="local"),
+        "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target=LOCAL_TARGET),
         "dashboard": local_dashboard(home),
     }
 

@@ -6,9 +6,9 @@ reads the update's events for the rows written and each expectation's passed and
 The SDK's ``PipelineEvent`` model drops the ``details`` field that carries those metrics, so the
 events endpoint is called through ``api_client.do``. The endpoint may leave events out; an
 expectation it reports nothing for is returned as unreported, never as zero failures. For the
-tables that read landed files it then
-counts, on a SQL warehouse, the rows each holds per landed file: Bronze's own count, which the
-``rows_match_manifest`` check holds against the extract's manifests.
+tables that read landed files it then counts, on a SQL warehouse, the rows each holds per landed
+file: Bronze's own count, which the ``rows_match_manifest`` check holds against the extract's
+manifests.
 """
 
 import json
