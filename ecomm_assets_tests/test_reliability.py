@@ -234,7 +234,7 @@ def cli_home(pipeline: Pipeline, shop: EmbeddedPostgres) -> dict:
 
 
 def start_run(env: dict, first: str, last: str) -> subprocess.Popen:
-    """`dagster asset materialize` of the whole graph, as `make run` starts it."""
+    """`dagster asset materialize` of the whole graph: a run in its own process, as the CLI starts it."""
     return subprocess.Popen([DAGSTER, "asset", "materialize", "-m", "ecomm_assets.definitions", "--select", "*",
                              "--partition-range", f"{first}...{last}"],
                             env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -351,7 +351,6 @@ def test_an_extract_while_postgresql_is_down_fails_and_changes_nothing(shop, new
 
 def test_local_stack_comes_back_after_postgresql_was_killed():
     home = Path(tempfile.mkdtemp(prefix="ecomm-home-"))
-    home.chmod(0o755)  # under root the server runs as postgres, which must be able to enter it
     env = {**os.environ, "ECOMM_HOME": str(home), "ECOMM_PG_PORT": str(free_port())}
 
     def local_stack(command: str) -> subprocess.CompletedProcess:

@@ -255,11 +255,8 @@ def _memory(db: BenchDatabase, sizes: Sizes, workdir: Path) -> Figure:
 def run(workdir: Path, quick: bool = False) -> list[Figure]:
     """Measure figures 1-3 on one embedded PostgreSQL started in ``workdir``."""
     sizes = QUICK if quick else FULL
-    # Under root the server runs as postgres, which must be able to enter workdir and the folder.
     workdir.mkdir(parents=True, exist_ok=True)
-    workdir.chmod(0o755)
     folder = Path(tempfile.mkdtemp(prefix="postgres-", dir=workdir))
-    folder.chmod(0o755)
     server = EmbeddedPostgres(folder / "data", free_port())
     server.start()
     try:

@@ -114,7 +114,6 @@ class DemoShop:
 
     def __init__(self, workdir: Path, size: demo_data.DemoSize):
         folder = Path(tempfile.mkdtemp(prefix="bench-pg-", dir=workdir))
-        folder.chmod(0o755)
         self.server = EmbeddedPostgres(folder / "data", free_port())
         self.server.start()
         self.server.create_source_schema()
