@@ -13,7 +13,7 @@ import pytest
 
 from ecomm_assets import environment
 from ecomm_assets.definitions import defs
-from ecomm_assets.extract.landing_zone import data_file, partition_folder
+from ecomm_assets.extract.landing_zone import partition_folder
 from ecomm_assets.source import demo_data
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
 
@@ -25,7 +25,7 @@ SMALL_SHOP = demo_data.DemoSize(customers=60, products=40, orders=400, invalid_o
 # Columns stamped with the time of the run; everything else must be reproducible.
 RUN_TIME_COLUMNS = {"_ingested_at", "_processed_at"}
 # Columns saying which landed file a row came from: they differ between two pipeline homes.
-LINEAGE_COLUMNS = {"_source_file", "_ingestion_date", "_rescued_data"}
+LINEAGE_COLUMNS = {"_source_file", "_ingestion_date", "_rescued_data", "_extracted_at"}
 # What the business sees: every Silver, Gold and KPI table.
 SERVED_TABLES = ["silver.customers", "silver.products", "silver.orders", "silver.order_items",
                  "silver.dim_customer", "silver.dim_product", "silver.dim_orders", "silver.fact_orders",
@@ -74,8 +74,11 @@ class Pipeline:
         return result
 
     def landed(self, table: str, day: str) -> Path:
-        """The landed file of ``table`` for the ingestion date ``day``."""
-        return Path(self.resources["landing_zone"].extracts_root) / partition_folder(table, day) / data_file(table)
+        """The current file of changed rows of ``table`` for the ingestion date ``day``."""
+        folder = partition_folder(table, day)
+        [name] = [name for name in self.resources["landing_zone"].read_manifest(folder)["files"]
+                  if name.startswith(f"{table}__")]
+        return Path(self.resources["landing_zone"].extracts_root) / folder / name
 
     def query(self, sql: str) -> list[tuple]:
         with duckdb.connect(str(environment.lakehouse_database(self.home)), read_only=True) as db:

@@ -13,27 +13,32 @@ from ecomm_assets.partitions import ingestion_date_partitions
 from ecomm_assets.source.postgres import column_descriptions, source_tables
 
 # Every table on the path from ecomm-db to the dashboard, with what it is built from.
+SOURCE_TABLES = ["customers", "products", "orders", "order_items"]
+HISTORIES = {"customers": "dim_customer_history", "products": "dim_product_history", "orders": "order_status_history"}
 EXPECTED_DEPS = {
-    "landing/customers": set(),
-    "landing/products": set(),
-    "landing/orders": set(),
-    "landing/order_items": set(),
-    **{f"bronze/{table}{suffix}": {f"landing/{table}"}
-       for table in ["customers", "products", "orders", "order_items"] for suffix in ["", "_keys"]},
-    **{f"silver/{table}": {f"bronze/{table}", f"bronze/{table}_keys"} for table in ["customers", "products", "orders"]},
-    "silver/source_reconciliation": {f"{layer}/{table}" for table in ["customers", "products", "orders", "order_items"]
-                                     for layer, table in [("bronze", f"{table}_keys"), ("silver", table)]},
-    **{f"silver/{table}_quarantine": {f"silver/{table}"} for table in ["customers", "products", "orders", "order_items"]},
+    **{f"landing/{table}": set() for table in SOURCE_TABLES},
+    **{f"bronze/{table}{suffix}": {f"landing/{table}"} for table in SOURCE_TABLES for suffix in ["", "_keys"]},
+    # the change feed, applied by AUTO CDC: the latest version of each key, and (three of them) history
+    **{f"silver/{table}_changes": {f"bronze/{table}"} for table in SOURCE_TABLES},
+    **{f"silver/{table}_latest": {f"silver/{table}_changes"} for table in SOURCE_TABLES},
+    **{f"silver/{table}_history": {f"silver/{table}_changes"} for table in HISTORIES},
+    **{f"silver/{view}": {f"silver/{table}_history"} for table, view in HISTORIES.items()},
+    **{f"silver/{table}": {f"silver/{table}_latest"} for table in ["customers", "products", "orders"]},
+    "silver/order_items": {"silver/order_items_latest", "silver/dim_orders", "silver/dim_customer",
+                           "silver/dim_product"},
+    **{f"silver/{table}_quarantine": {f"silver/{table}"} for table in SOURCE_TABLES},
     "silver/dim_customer": {"silver/customers"},
     "silver/dim_product": {"silver/products"},
     "silver/dim_orders": {"silver/orders"},
-    "silver/order_items": {"bronze/order_items", "bronze/order_items_keys", "silver/dim_orders",
-                           "silver/dim_customer", "silver/dim_product"},
     "silver/fact_orders": {"silver/order_items", "silver/dim_orders"},
+    "silver/source_reconciliation": {f"{layer}/{table}" for table in SOURCE_TABLES
+                                     for layer, table in [("bronze", f"{table}_keys"), ("silver", f"{table}_latest")]},
     "silver/star_key_violations": {"silver/dim_customer", "silver/dim_product", "silver/dim_orders",
                                    "silver/fact_orders"},
+    "silver/history_violations": {*(f"silver/{view}" for view in HISTORIES.values()),
+                                  *(f"silver/{table}_latest" for table in HISTORIES)},
     "gold/sales_analytics": {"silver/fact_orders", "silver/dim_orders", "silver/dim_customer",
-                             "silver/dim_product"},
+                             "silver/dim_product", "silver/dim_customer_history", "silver/dim_product_history"},
     "gold/agg_daily_sales": {"gold/sales_analytics"},
     "dbt_prod_metric/agg_sales_kpi": {"gold/agg_daily_sales"},
     "dbt_prod_metric/agg_product_kpi": {"gold/sales_analytics"},
@@ -44,6 +49,7 @@ EXPECTED_DEPS = {
 # The DLT expectations, mirrored as asset checks; and the landed-rows check of each table that
 # reads landed files, blocking.
 EXPECTED_EXPECTATION_CHECKS = {
+    *((f"silver/{table}_changes", "not_future_dated") for table in SOURCE_TABLES),
     ("silver/customers", "valid_id"),
     ("silver/products", "valid_id"),
     ("silver/products", "valid_price"),
@@ -55,9 +61,10 @@ EXPECTED_EXPECTATION_CHECKS = {
     ("silver/order_items", "valid_quantity"),
     ("silver/source_reconciliation", "in_sync"),
     ("silver/star_key_violations", "unique_keys"),
+    ("silver/history_violations", "sound_history"),
 }
 EXPECTED_MANIFEST_CHECKS = {(f"bronze/{table}{suffix}", "rows_match_manifest")
-                            for table in ["customers", "products", "orders", "order_items"] for suffix in ["", "_keys"]}
+                            for table in SOURCE_TABLES for suffix in ["", "_keys"]}
 
 graph = defs.resolve_asset_graph()
 
@@ -105,7 +112,8 @@ def test_each_dlt_expectation_is_an_asset_check():
     assert EXPECTED_EXPECTATION_CHECKS | EXPECTED_MANIFEST_CHECKS <= checks
     lakehouse_blocking = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys
                           if graph.get_check_spec(key).blocking and key.asset_key.path[0] in ("bronze", "silver")}
-    assert lakehouse_blocking == EXPECTED_MANIFEST_CHECKS | {("silver/star_key_violations", "unique_keys")}
+    assert lakehouse_blocking == EXPECTED_MANIFEST_CHECKS | {("silver/star_key_violations", "unique_keys"),
+                                                             ("silver/history_violations", "sound_history")}
     # dbt's tests arrive as checks too: the not_null tests on the Gold sources among them.
     assert ("gold/sales_analytics", "source_not_null_gold_sales_analytics_item_price") in checks
 

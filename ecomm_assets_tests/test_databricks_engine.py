@@ -139,7 +139,8 @@ def test_refresh_runs_one_update_of_the_selection_and_reads_its_metrics(server, 
 
 def test_the_rows_bronze_holds_per_landed_file_are_counted_on_the_warehouse(server):
     server.queued.append(Update(["RUNNING", "COMPLETED"], successful_update))
-    files = [f"{LANDING_ROOT}/orders/ingestion_date=2026-03-0{day}/orders.csv" for day in (4, 5)]
+    files = [f"{LANDING_ROOT}/orders/ingestion_date=2026-03-0{day}/orders__2026030{day}_180000_000000.csv"
+             for day in (4, 5)]
     statements = []
 
     def answer(statement):
@@ -150,12 +151,10 @@ def test_the_rows_bronze_holds_per_landed_file_are_counted_on_the_warehouse(serv
 
     [update] = server.engine().refresh(selected("bronze.orders"), ["2026-03-04", "2026-03-05"], log)
 
-    assert statements == ["SELECT _source_file, count(*) FROM (SELECT _source_file FROM ecomm_dw.bronze.orders "
-                          "WHERE _ingestion_date IN (DATE'2026-03-04', DATE'2026-03-05') QUALIFY "
-                          "_source_file_modified_at = max(_source_file_modified_at) OVER (PARTITION BY "
-                          "_source_file)) GROUP BY _source_file"]
-    assert update.rows_by_file == {"orders/ingestion_date=2026-03-04/orders.csv": 212,
-                                   "orders/ingestion_date=2026-03-05/orders.csv": 213,
+    assert statements == ["SELECT _source_file, count(*) FROM ecomm_dw.bronze.orders "
+                          "WHERE _ingestion_date IN (DATE'2026-03-04', DATE'2026-03-05') GROUP BY _source_file"]
+    assert update.rows_by_file == {"orders/ingestion_date=2026-03-04/orders__20260304_180000_000000.csv": 212,
+                                   "orders/ingestion_date=2026-03-05/orders__20260305_180000_000000.csv": 213,
                                    "orders/key_snapshot/orders.csv": 1}
     [execute] = server.calls("POST", "/api/2.0/sql/statements")
     assert execute["body"]["warehouse_id"] == WAREHOUSE_ID

@@ -7,11 +7,13 @@ import json
 import logging
 import threading
 from datetime import datetime
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from ecomm_assets.extract.landing_zone import LocalLandingZone
+from ecomm_assets.extract.assets import landing_extracts
+from ecomm_assets.extract.landing_zone import LocalLandingZone, partition_folder
 from ecomm_assets.partitions import ingestion_date_partitions
 from ecomm_assets.source.postgres import SourceDatabase
 
@@ -101,35 +103,55 @@ def test_an_unknown_table_is_refused(postgres):
         extract(postgres, lambda snapshot, out: snapshot.copy_changed_rows("payments", None, None, out))
 
 
-def test_landing_replaces_the_folder_whole_and_a_failed_write_keeps_the_old_one(tmp_path):
+def writing(*lines: bytes):
+    def write(out):
+        out.write(b"".join(lines))
+        return len(lines) - 1
+    return write
+
+
+def broken(out):
+    out.write(b"order_id\n3\n")
+    raise RuntimeError("connection lost mid-extract")
+
+
+def test_an_extract_lands_new_files_beside_the_earlier_ones_and_a_failed_one_changes_nothing(tmp_path):
     zone = LocalLandingZone(root=str(tmp_path))
     folder = tmp_path / "ecomm_db_extracts/daily_extracts/orders/ingestion_date=2026-03-02"
 
-    def write(*lines):
-        def to(out):
-            out.write(b"".join(lines))
-            return len(lines) - 1
-        return to
-
-    manifest = zone.land("orders/ingestion_date=2026-03-02", "orders.csv", write(b"order_id\n", b"1\n", b"2\n"),
-                         {"ingestion_date": "2026-03-02"})
-    assert manifest["files"]["orders.csv"]["rows"] == 2
-    assert json.loads((folder / "_manifest.json").read_text()) == manifest
+    first = zone.land("orders/ingestion_date=2026-03-02", {"orders__A.csv": writing(b"order_id\n", b"1\n", b"2\n")},
+                      {"extract_id": "A"})
+    assert first["files"] == {"orders__A.csv": {"rows": 2, "bytes": 13, "sha256": first["files"]["orders__A.csv"]["sha256"]}}
+    assert json.loads((folder / "_manifest.json").read_text()) == first
     (folder / "stray.csv").write_text("left by hand")
-    (folder / ".orders.csv.tmp").write_text("left by a killed extract")
-
-    def broken(out):
-        out.write(b"order_id\n3\n")
-        raise RuntimeError("connection lost mid-extract")
+    (folder / ".orders__B.csv.tmp").write_text("left by a killed extract")
 
     with pytest.raises(RuntimeError):
-        zone.land("orders/ingestion_date=2026-03-02", "orders.csv", broken, {})
-    assert (folder / "orders.csv").read_bytes() == b"order_id\n1\n2\n"
+        zone.land("orders/ingestion_date=2026-03-02", {"orders__B.csv": broken}, {"extract_id": "B"})
+    assert json.loads((folder / "_manifest.json").read_text()) == first  # still vouches for the first extract
+    assert not (folder / "orders__B.csv").exists()
+
+    second = zone.land("orders/ingestion_date=2026-03-02", {"orders__C.csv": writing(b"order_id\n", b"3\n")},
+                       {"extract_id": "C"})
+    assert sorted(p.name for p in folder.iterdir()) == ["_manifest.json", "orders__A.csv", "orders__C.csv"]
+    assert (folder / "orders__A.csv").read_bytes() == b"order_id\n1\n2\n"  # never rewritten
+    assert list(second["files"]) == ["orders__C.csv"]
+    assert second["superseded"] == {"orders__A.csv": {**first["files"]["orders__A.csv"], "superseded_by": "C"}}
+
+
+def test_a_snapshot_landed_under_the_same_name_replaces_it_and_a_failed_one_is_not_vouched_for(tmp_path):
+    zone = LocalLandingZone(root=str(tmp_path))
+    folder = tmp_path / "ecomm_db_extracts/daily_extracts/orders/key_snapshot"
+    zone.land("orders/key_snapshot", {"orders.csv": writing(b"order_id\n", b"1\n")}, {})
+
+    with pytest.raises(RuntimeError):
+        zone.land("orders/key_snapshot", {"orders.csv": broken}, {})
+    assert (folder / "orders.csv").read_bytes() == b"order_id\n1\n"
     assert not (folder / "_manifest.json").exists()  # the old file stays, but is no longer vouched for
 
-    zone.land("orders/ingestion_date=2026-03-02", "orders.csv", write(b"order_id\n", b"3\n"), {})
+    manifest = zone.land("orders/key_snapshot", {"orders.csv": writing(b"order_id\n", b"3\n")}, {})
     assert sorted(p.name for p in folder.iterdir()) == ["_manifest.json", "orders.csv"]
-    assert (folder / "orders.csv").read_bytes() == b"order_id\n3\n"
+    assert manifest["files"]["orders.csv"]["rows"] == 1 and manifest["superseded"] == {}
 
 
 def test_connecting_retries_while_the_server_comes_back(postgres):
@@ -168,3 +190,39 @@ def test_a_dsn_wins_over_the_fields(postgres):
                              host="no-such-host.invalid")
     with via_dsn.connect() as connection:
         assert connection.execute("SELECT current_database()").fetchone() == (postgres.dbname,)
+
+
+def test_the_extract_lands_deleted_keys_future_dated_rows_and_an_initial_load(customers_at_midnight, tmp_path):
+    """What only an extract can see lands with its last partition: the keys gone since the key
+    snapshot of the extract before, and the rows dated after its own snapshot (a clock ahead). The
+    first partition is the initial load: it also holds every row changed before its window."""
+    zone = LocalLandingZone(root=str(tmp_path))
+    resources = {"source_db": customers_at_midnight.resource(), "landing_zone": zone}
+    customers = dg.AssetKey(["landing", "customers"])
+
+    def extract(day: str) -> dict[str, list[dict]]:
+        dg.materialize([landing_extracts], partition_key=day, resources=resources, selection=[customers])
+        folder = partition_folder("customers", day)
+        manifest = zone.read_manifest(folder)
+        return {name.split("__")[0]: list(csv.DictReader(io.StringIO(
+                    (Path(zone.extracts_root) / folder / name).read_text()))) for name in manifest["files"]}
+
+    first = ingestion_date_partitions.get_first_partition_key()
+    with customers_at_midnight.resource().connect() as connection:
+        connection.execute("INSERT INTO customers VALUES (5, 'E', 'F', 'e@f.g', 'Hanoi', 'Vietnam', "
+                           "'2024-06-01 12:00+07', '2024-06-01 12:00+07')")
+    initial = extract(first)
+    assert [row["customer_id"] for row in initial["customers"]] == ["5"]  # everything before the first day
+    assert initial["customers_deleted"] == []  # no extract before it
+
+    with customers_at_midnight.resource().connect() as connection:
+        connection.execute("DELETE FROM customers WHERE customer_id IN (1, 5)")
+        connection.execute("INSERT INTO customers VALUES (6, 'G', 'H', 'g@h.i', 'Hanoi', 'Vietnam', "
+                           "now() + interval '3 days', now() + interval '3 days')")
+    landed = extract("2026-03-02")
+
+    assert [row["customer_id"] for row in landed["customers"]] == ["2", "3", "6"]  # 6: dated after the snapshot
+    assert [row["customer_id"] for row in landed["customers_deleted"]] == ["1", "5"]  # in the first key snapshot
+    snapshot_at = datetime.fromisoformat(zone.read_manifest(partition_folder("customers", "2026-03-02"))["snapshot_at"])
+    assert {(row["_deleted"], datetime.fromisoformat(row["updated_at"])) for row in landed["customers_deleted"]} == {
+        ("t", snapshot_at)}  # when the extract saw them gone

@@ -14,7 +14,6 @@ import pytest
 from support import DAYS, SERVED_TABLES, source_rows
 
 from ecomm_assets.alerts.sensor import Alerting, failure_alerts
-from ecomm_assets.lakehouse.pipeline_sql import LATEST_FILE_VERSION
 
 pytestmark = pytest.mark.slow
 
@@ -136,26 +135,27 @@ def test_any_order_of_runs_and_a_late_update_give_the_from_scratch_kpis(shop, ne
     assert first_day[1] == before[1] + Decimal(1000)  # the old date's revenue moved with the update
 
 
-def test_rematerializing_a_partition_changes_no_table(shop, new_pipeline):
-    """The re-run extracts its day again: Bronze keeps the rewritten files' new version beside the
-    first (as Auto Loader does with allowOverwrites), and no table reads anything else."""
+def test_rematerializing_a_partition_rewrites_no_file_and_changes_no_table(shop, new_pipeline):
+    """The re-run extracts its day again into new files beside the first, which stay byte for byte
+    (landed files are immutable); Bronze reads the new ones once, the change feed leaves out the
+    rows it holds already, and no served table changes."""
     pipeline = new_pipeline()
     pipeline.materialize(DAYS[0], DAYS[-1])
-    bronze = ["bronze.customers", "bronze.products", "bronze.orders", "bronze.order_items"]
-
-    def latest_versions(table):
-        return sorted(pipeline.query(f"SELECT * EXCLUDE (_source_file_modified_at, _ingested_at) FROM {table} "
-                                     f"QUALIFY {LATEST_FILE_VERSION}"), key=repr)
-
-    before = {table: pipeline.rows(table) for table in SERVED_TABLES} | {t: latest_versions(t) for t in bronze}
-    landed = sorted(p.relative_to(pipeline.home) for p in (pipeline.home / "landing").rglob("*") if p.is_file())
+    feeds = [f"silver.{table}_changes" for table in ["customers", "products", "orders", "order_items"]]
+    before = {table: pipeline.rows(table) for table in SERVED_TABLES + feeds}
+    landed = {p: p.read_bytes() for p in (pipeline.home / "landing").rglob("*.csv") if "key_snapshot" not in str(p)}
+    first_extract = pipeline.landed("orders", DAYS[2])
 
     pipeline.materialize(DAYS[2])
 
-    assert {table: pipeline.rows(table) for table in SERVED_TABLES} | {t: latest_versions(t) for t in bronze} == before
-    assert pipeline.query(f"SELECT count(DISTINCT _source_file_modified_at) FROM bronze.orders "
+    assert {table: pipeline.rows(table) for table in SERVED_TABLES + feeds} == before
+    assert {p: p.read_bytes() for p in landed} == landed
+    second_extract = pipeline.landed("orders", DAYS[2])
+    assert second_extract != first_extract and second_extract.read_bytes().count(b"\n") > 1
+    manifest = json.loads(first_extract.with_name("_manifest.json").read_text())
+    assert first_extract.name in manifest["superseded"] and second_extract.name in manifest["files"]
+    assert pipeline.query(f"SELECT count(DISTINCT _extracted_at) FROM bronze.orders "
                           f"WHERE _ingestion_date = DATE '{DAYS[2]}'") == [(2,)]
-    assert sorted(p.relative_to(pipeline.home) for p in (pipeline.home / "landing").rglob("*") if p.is_file()) == landed
 
 
 def test_each_run_records_its_checks_on_its_days(shop, new_pipeline, tmp_path):

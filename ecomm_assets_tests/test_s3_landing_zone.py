@@ -54,34 +54,35 @@ def test_a_partition_larger_than_a_part_streams_up_in_parts(landing):
             out.write(line)
         return lines
 
-    manifest = landing.land("order_items/ingestion_date=2026-03-02", "order_items.csv", write, {})
-    key = "ecomm_db_extracts/daily_extracts/order_items/ingestion_date=2026-03-02/order_items.csv"
+    manifest = landing.land("order_items/ingestion_date=2026-03-02", {"order_items__A.csv": write}, {})
+    key = "ecomm_db_extracts/daily_extracts/order_items/ingestion_date=2026-03-02/order_items__A.csv"
     head = landing.s3.get_client().head_object(Bucket=BUCKET, Key=key, PartNumber=1)
     assert head["PartsCount"] == 3
     assert objects(landing)[key] == line * lines
-    assert manifest["files"]["order_items.csv"]["bytes"] == len(line) * lines
+    assert manifest["files"]["order_items__A.csv"]["bytes"] == len(line) * lines
     assert landing.read_manifest("order_items/ingestion_date=2026-03-02") == manifest
 
 
-def test_a_failed_upload_leaves_the_old_file_unvouched_and_no_pending_upload(landing):
-    landing.land("orders/ingestion_date=2026-03-02", "orders.csv", writing(b"order_id\n1\n"), {})
+def test_a_failed_upload_leaves_the_earlier_extract_vouched_for_and_no_pending_upload(landing):
+    first = landing.land("orders/ingestion_date=2026-03-02", {"orders__A.csv": writing(b"order_id\n1\n")}, {})
 
     def broken(out):
         out.write(b"order_id\n2\n")
         raise ConnectionError("source went away")
 
     with pytest.raises(ConnectionError):
-        landing.land("orders/ingestion_date=2026-03-02", "orders.csv", broken, {})
-    assert objects(landing) == {f"{PARTITION}/orders.csv": b"order_id\n1\n"}  # and no manifest
+        landing.land("orders/ingestion_date=2026-03-02", {"orders__B.csv": broken}, {})
+    assert sorted(objects(landing)) == [f"{PARTITION}/_manifest.json", f"{PARTITION}/orders__A.csv"]
+    assert landing.read_manifest("orders/ingestion_date=2026-03-02") == first
     assert landing.s3.get_client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
 
 def test_the_next_extract_aborts_the_upload_a_killed_one_left(landing):
     client = landing.s3.get_client()
-    client.create_multipart_upload(Bucket=BUCKET, Key=f"{PARTITION}/orders.csv")  # killed mid-upload
-    landing.land("orders/ingestion_date=2026-03-02", "orders.csv", writing(b"order_id\n1\n"), {})
+    client.create_multipart_upload(Bucket=BUCKET, Key=f"{PARTITION}/orders__A.csv")  # killed mid-upload
+    landing.land("orders/ingestion_date=2026-03-02", {"orders__B.csv": writing(b"order_id\n1\n")}, {})
     assert client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
-    assert sorted(objects(landing)) == [f"{PARTITION}/_manifest.json", f"{PARTITION}/orders.csv"]
+    assert sorted(objects(landing)) == [f"{PARTITION}/_manifest.json", f"{PARTITION}/orders__B.csv"]
 
 
 def test_the_bucket_lifecycle_rule_clears_uploads_nobody_finished(landing):
@@ -95,24 +96,30 @@ def test_the_bucket_lifecycle_rule_clears_uploads_nobody_finished(landing):
     assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
 
 
-def test_the_extract_lands_one_object_per_partition_and_rerunning_replaces_it(shop, landing):
-    stray = "ecomm_db_extracts/daily_extracts/orders/ingestion_date=2026-03-02/part-0001.csv"
+def test_each_extract_lands_new_objects_and_never_rewrites_one(shop, landing):
+    stray = f"{PARTITION}/part-0001.csv"
     landing.s3.get_client().put_object(Bucket=BUCKET, Key=stray, Body=b"left over")
     resources = {"source_db": shop.resource(), "landing_zone": landing}
 
-    for _ in range(2):
-        result = dg.materialize([landing_extracts], partition_key=DAYS[1], resources=resources,
-                                selection=[dg.AssetKey(["landing", "orders"])])
+    results = [dg.materialize([landing_extracts], partition_key=DAYS[1], resources=resources,
+                              selection=[dg.AssetKey(["landing", "orders"])]) for _ in range(2)]
 
-    key = f"{PARTITION}/orders.csv"
+    extracts = [r.asset_materializations_for_node("landing_extracts")[0].metadata["extract_id"].value for r in results]
+    files = [f"{PARTITION}/{name}" for extract in extracts for name in (f"orders__{extract}.csv",
+                                                                          f"orders_deleted__{extract}.csv")]
     snapshot = "ecomm_db_extracts/daily_extracts/orders/key_snapshot"
-    assert sorted(objects(landing)) == [f"{PARTITION}/_manifest.json", key,
-                                        f"{snapshot}/_manifest.json", f"{snapshot}/orders.csv"]
+    landed = objects(landing)
+    assert sorted(landed) == sorted([f"{PARTITION}/_manifest.json", *files,
+                                     f"{snapshot}/_manifest.json", f"{snapshot}/orders.csv"])
     [(changed_in_window,)] = source_rows(shop, """SELECT count(*) FROM orders
         WHERE updated_at >= '2026-03-01 00:00+07' AND updated_at < '2026-03-03 00:00+07'""")
-    assert objects(landing)[key].count(b"\n") == changed_in_window + 1  # and the header
+    assert landed[files[0]] == landed[files[2]]  # the same rows, twice: nothing changed in between
+    assert landed[files[2]].count(b"\n") == changed_in_window + 1  # and the header
+    manifest = json.loads(landed[f"{PARTITION}/_manifest.json"])
+    names = [key.rsplit("/", 1)[1] for key in files]
+    assert sorted(manifest["files"]) == sorted(names[2:]) and sorted(manifest["superseded"]) == sorted(names[:2])
     [(orders,)] = source_rows(shop, "SELECT count(*) FROM orders")
-    assert objects(landing)[f"{snapshot}/orders.csv"].count(b"\n") == orders + 1
-    [materialization] = result.asset_materializations_for_node("landing_extracts")
+    assert landed[f"{snapshot}/orders.csv"].count(b"\n") == orders + 1
+    [materialization] = results[-1].asset_materializations_for_node("landing_extracts")
     assert materialization.metadata["path"].value == f"s3://{BUCKET}/ecomm_db_extracts/daily_extracts/orders"
     assert materialization.metadata["dagster/row_count"].value == changed_in_window

@@ -5,43 +5,47 @@
 -- NULL (its nullValue is ''): nullValue is set to NUL, a character PostgreSQL text cannot hold, and
 -- an empty field is still NULL.
 --
--- bronze.<table>       every row of every version of every landed partition file
---                      (ingestion_date=YYYY-MM-DD/<table>.csv, nothing else: a copied folder such as
---                      ingestion_date=2026-11-20.bak is not read). A re-extracted partition rewrites
---                      its file; allowOverwrites reads the new version too (by default Auto Loader
---                      reads a path once and a backfill would never arrive). The versions stay side
---                      by side, told apart by _source_file_modified_at; Silver reads the latest.
+-- Landed change files are immutable: a re-extract of a partition writes new files (their name
+-- carries the extract id, the UTC time of the extract's snapshot of ecomm-db), so Auto Loader reads
+-- each file once and never needs allowOverwrites. In an ingestion_date=YYYY-MM-DD folder (a copied
+-- ingestion_date=2026-11-20.bak is not read) an extract lands <table>__<extract id>.csv, the rows
+-- changed in the partition's window, and <table>_deleted__<extract id>.csv, the keys gone from
+-- ecomm-db since the extract before (_deleted = t, updated_at = when the extract saw them gone, the
+-- other columns empty): together the change feed of the table.
+-- The streaming tables are never reset (pipelines.reset.allowed = false): a full refresh of the
+-- pipeline recomputes Silver and Gold from them, and the landing zone's retention may then remove
+-- a file Bronze has read.
+--
+-- bronze.<table>       every row of every extract: changed rows and deleted keys
 -- bronze.<table>_keys  the key snapshot of the latest extract: every primary key in ecomm-db then,
 --                      with its updated_at, left empty where the change is newer than the windows
---                      extracted so far. Silver drops the keys that are not in it (hard deletes) and
---                      reconciles against it.
+--                      extracted so far. Silver reconciles against it.
 
 CREATE OR REFRESH STREAMING TABLE bronze.customers
-COMMENT 'Raw customers rows as landed: one row per extracted version, all values as text.'
+COMMENT 'Raw customers changes as landed: one row per changed row and per deleted key of every extract, all values as text.'
+TBLPROPERTIES ('pipelines.reset.allowed' = 'false')
 AS SELECT
   *,
   _metadata.file_path AS _source_file,  -- The landed file the row was read from.
-  _metadata.file_modification_time AS _source_file_modified_at,  -- When that file was written: tells a re-extract's versions apart.
+  to_timestamp(regexp_extract(_metadata.file_path, '__([0-9]{8}_[0-9]{6}_[0-9]{6})[.]csv$', 1), 'yyyyMMdd_HHmmss_SSSSSS') AS _extracted_at,  -- When the extract read ecomm-db (its snapshot, UTC), from the file name.
   CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,  -- The file's partition: the day (Asia/Bangkok) the rows changed.
   current_timestamp() AS _ingested_at  -- When Bronze read the row.
 FROM STREAM read_files(
-  '${landing_root}/customers/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/customers.csv',
+  '${landing_root}/customers/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/customers*__*.csv',
   format => 'csv',
   header => true,
   multiLine => true,
   escape => '"',
   nullValue => '\u0000',
-  schema => 'customer_id STRING, first_name STRING, last_name STRING, email STRING, city STRING, country STRING, created_at STRING, updated_at STRING',
-  schemaEvolutionMode => 'rescue',
-  allowOverwrites => true
+  schema => 'customer_id STRING, first_name STRING, last_name STRING, email STRING, city STRING, country STRING, created_at STRING, updated_at STRING, _deleted STRING',
+  schemaEvolutionMode => 'rescue'
 );
 
 CREATE OR REFRESH MATERIALIZED VIEW bronze.customers_keys
 COMMENT 'Every customer_id in ecomm-db at the latest extract, with its updated_at (empty when that is newer than the extracted windows), as text.'
 AS SELECT
   *,
-  _metadata.file_path AS _source_file,
-  _metadata.file_modification_time AS _source_file_modified_at
+  _metadata.file_path AS _source_file
 FROM read_files(
   '${landing_root}/customers/key_snapshot/customers.csv',
   format => 'csv',
@@ -54,31 +58,30 @@ FROM read_files(
 );
 
 CREATE OR REFRESH STREAMING TABLE bronze.products
-COMMENT 'Raw products rows as landed: one row per extracted version, all values as text.'
+COMMENT 'Raw products changes as landed: one row per changed row and per deleted key of every extract, all values as text.'
+TBLPROPERTIES ('pipelines.reset.allowed' = 'false')
 AS SELECT
   *,
   _metadata.file_path AS _source_file,
-  _metadata.file_modification_time AS _source_file_modified_at,
+  to_timestamp(regexp_extract(_metadata.file_path, '__([0-9]{8}_[0-9]{6}_[0-9]{6})[.]csv$', 1), 'yyyyMMdd_HHmmss_SSSSSS') AS _extracted_at,
   CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
   current_timestamp() AS _ingested_at
 FROM STREAM read_files(
-  '${landing_root}/products/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/products.csv',
+  '${landing_root}/products/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/products*__*.csv',
   format => 'csv',
   header => true,
   multiLine => true,
   escape => '"',
   nullValue => '\u0000',
-  schema => 'product_id STRING, product_name STRING, category STRING, unit_price STRING, created_at STRING, updated_at STRING',
-  schemaEvolutionMode => 'rescue',
-  allowOverwrites => true
+  schema => 'product_id STRING, product_name STRING, category STRING, unit_price STRING, created_at STRING, updated_at STRING, _deleted STRING',
+  schemaEvolutionMode => 'rescue'
 );
 
 CREATE OR REFRESH MATERIALIZED VIEW bronze.products_keys
 COMMENT 'Every product_id in ecomm-db at the latest extract, with its updated_at (empty when that is newer than the extracted windows), as text.'
 AS SELECT
   *,
-  _metadata.file_path AS _source_file,
-  _metadata.file_modification_time AS _source_file_modified_at
+  _metadata.file_path AS _source_file
 FROM read_files(
   '${landing_root}/products/key_snapshot/products.csv',
   format => 'csv',
@@ -91,31 +94,30 @@ FROM read_files(
 );
 
 CREATE OR REFRESH STREAMING TABLE bronze.orders
-COMMENT 'Raw orders rows as landed: one row per extracted version, all values as text.'
+COMMENT 'Raw orders changes as landed: one row per changed row and per deleted key of every extract, all values as text.'
+TBLPROPERTIES ('pipelines.reset.allowed' = 'false')
 AS SELECT
   *,
   _metadata.file_path AS _source_file,
-  _metadata.file_modification_time AS _source_file_modified_at,
+  to_timestamp(regexp_extract(_metadata.file_path, '__([0-9]{8}_[0-9]{6}_[0-9]{6})[.]csv$', 1), 'yyyyMMdd_HHmmss_SSSSSS') AS _extracted_at,
   CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
   current_timestamp() AS _ingested_at
 FROM STREAM read_files(
-  '${landing_root}/orders/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/orders.csv',
+  '${landing_root}/orders/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/orders*__*.csv',
   format => 'csv',
   header => true,
   multiLine => true,
   escape => '"',
   nullValue => '\u0000',
-  schema => 'order_id STRING, customer_id STRING, ordered_at STRING, status STRING, payment_method STRING, created_at STRING, updated_at STRING',
-  schemaEvolutionMode => 'rescue',
-  allowOverwrites => true
+  schema => 'order_id STRING, customer_id STRING, ordered_at STRING, status STRING, payment_method STRING, created_at STRING, updated_at STRING, _deleted STRING',
+  schemaEvolutionMode => 'rescue'
 );
 
 CREATE OR REFRESH MATERIALIZED VIEW bronze.orders_keys
 COMMENT 'Every order_id in ecomm-db at the latest extract, with its updated_at (empty when that is newer than the extracted windows), as text.'
 AS SELECT
   *,
-  _metadata.file_path AS _source_file,
-  _metadata.file_modification_time AS _source_file_modified_at
+  _metadata.file_path AS _source_file
 FROM read_files(
   '${landing_root}/orders/key_snapshot/orders.csv',
   format => 'csv',
@@ -128,31 +130,30 @@ FROM read_files(
 );
 
 CREATE OR REFRESH STREAMING TABLE bronze.order_items
-COMMENT 'Raw order_items rows as landed: one row per extracted version, all values as text.'
+COMMENT 'Raw order_items changes as landed: one row per changed row and per deleted key of every extract, all values as text.'
+TBLPROPERTIES ('pipelines.reset.allowed' = 'false')
 AS SELECT
   *,
   _metadata.file_path AS _source_file,
-  _metadata.file_modification_time AS _source_file_modified_at,
+  to_timestamp(regexp_extract(_metadata.file_path, '__([0-9]{8}_[0-9]{6}_[0-9]{6})[.]csv$', 1), 'yyyyMMdd_HHmmss_SSSSSS') AS _extracted_at,
   CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
   current_timestamp() AS _ingested_at
 FROM STREAM read_files(
-  '${landing_root}/order_items/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/order_items.csv',
+  '${landing_root}/order_items/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/order_items*__*.csv',
   format => 'csv',
   header => true,
   multiLine => true,
   escape => '"',
   nullValue => '\u0000',
-  schema => 'order_item_id STRING, order_id STRING, product_id STRING, quantity STRING, item_price STRING, created_at STRING, updated_at STRING',
-  schemaEvolutionMode => 'rescue',
-  allowOverwrites => true
+  schema => 'order_item_id STRING, order_id STRING, product_id STRING, quantity STRING, item_price STRING, created_at STRING, updated_at STRING, _deleted STRING',
+  schemaEvolutionMode => 'rescue'
 );
 
 CREATE OR REFRESH MATERIALIZED VIEW bronze.order_items_keys
 COMMENT 'Every order_item_id in ecomm-db at the latest extract, with its updated_at (empty when that is newer than the extracted windows), as text.'
 AS SELECT
   *,
-  _metadata.file_path AS _source_file,
-  _metadata.file_modification_time AS _source_file_modified_at
+  _metadata.file_path AS _source_file
 FROM read_files(
   '${landing_root}/order_items/key_snapshot/order_items.csv',
   format => 'csv',

@@ -1,20 +1,27 @@
--- Silver, in two steps.
+-- Silver, by change data capture: each refresh applies the changes landed since the last one.
 --
--- 1. silver.<table> (customers, products, orders, order_items): ecomm-db as it stood at the latest
---    extract, one row per key, typed, read from the latest version of each landed file (a
---    re-extracted partition replaces what its earlier extract said). Of the versions landed for
---    a key, the one the key snapshot names wins; a key changed after the extracted windows (empty
---    updated_at in the snapshot) keeps its latest landed version until its partition runs. A key
---    missing from the snapshot was deleted in the source and is gone. A row whose key does not
---    parse is told apart by its values: each distinct one is kept (and quarantined by valid_id).
---    A version landed twice (the lookback extracts the day before again) counts once, on the
---    ingestion date it first landed on, so a day's checks judge that day's changes.
---    Each table evaluates its data contract rules once per row: _failed_rules lists the rules a
---    row breaks, and one expectation per rule counts them (the Dagster asset checks).
--- 2. The star schema takes the rows that break no rule; silver.<table>_quarantine keeps the others,
+-- 1. silver.<table>_changes (customers, products, orders, order_items), a streaming table: the
+--    change feed. Every version Bronze read, typed, once: the same row landed again (by the next
+--    partition's lookback, or a re-extract of its day) is left out, so a version counts on the
+--    ingestion date it first landed on. Deleted keys come as rows with _deleted true. _sequence
+--    orders the changes: the later extract first, then updated_at. Ordering by extract is what the
+--    source says: an extract reads ecomm-db as it stands at its snapshot, so a later extract holds
+--    the newer truth even when an application wrote an older updated_at (a transaction stamps
+--    now() when it begins, and may commit after one that began later).
+-- 2. silver.<table>_latest: AUTO CDC (SCD type 1) of the change feed: the latest version of each
+--    key, a deleted key removed. A row whose key does not parse is told apart by its values
+--    (_row_key): each distinct one is kept, to be quarantined by valid_id.
+-- 3. silver.<table>: the latest versions with the data contract's rules: _failed_rules lists the
+--    rules a row breaks, and one expectation per rule counts them (the Dagster asset checks).
+-- 4. The star schema takes the rows that break no rule; silver.<table>_quarantine keeps the others,
 --    with the rules they broke and the file and ingestion date they came from. A quarantined row
 --    counts nowhere downstream, and an order line whose order, customer or product is quarantined
 --    or missing is quarantined itself (valid_reference).
+-- 5. History, AUTO CDC (SCD type 2) of the same change feeds: silver.<table>_history holds one row
+--    per version (__START_AT, __END_AT: the _sequence it began and ended at), and the views
+--    silver.dim_customer_history, silver.dim_product_history and silver.order_status_history give
+--    each version a surrogate key and its validity in time. History has the grain of the extract:
+--    changes of a key between two extracts collapse into the last.
 --
 -- Normalisations, the same on every engine:
 --   - every text column is trimmed; email is lower-cased; status is compared after lower(trim());
@@ -23,132 +30,233 @@
 --   - timestamps are UTC instants; order_date is the date of ordered_at in Asia/Bangkok;
 --   - a quantity must be positive (valid_quantity); a price may be zero, not negative (valid_price).
 --
--- silver.source_reconciliation checks step 1 against the key snapshot, day by day.
+-- silver.source_reconciliation checks the latest versions against the key snapshot, day by day;
+-- silver.star_key_violations and silver.history_violations stop an update that would break a key
+-- of the star or the shape of a history.
+
+-- customers -----------------------------------------------------------------------------------------
+
+CREATE OR REFRESH STREAMING TABLE silver.customers_changes (
+  CONSTRAINT not_future_dated EXPECT (NOT coalesce(updated_at > _extracted_at, false))
+)
+COMMENT 'The customers change feed: every version landed, typed, once, and every customer_id deleted from ecomm-db. not_future_dated warns of a version dated after the extract that read it (a clock ahead): it is applied all the same.'
+AS SELECT
+  coalesce(CAST(try_cast(landed.customer_id AS BIGINT) AS STRING), concat('unkeyed:', md5(to_json(array(
+    landed.customer_id, landed.first_name, landed.last_name, landed.email, landed.city, landed.country,
+    landed.created_at, landed.updated_at))))) AS _row_key,  -- How Silver tells rows apart: the key, or for a row whose key does not parse, a hash of its values.
+  try_cast(landed.customer_id AS BIGINT) AS customer_id,
+  trim(landed.first_name) AS first_name,
+  trim(landed.last_name) AS last_name,
+  lower(trim(landed.email)) AS email,
+  trim(landed.city) AS city,
+  trim(landed.country) AS country,
+  try_cast(landed.created_at AS TIMESTAMP) AS created_at,
+  try_cast(landed.updated_at AS TIMESTAMP) AS updated_at,
+  landed._deleted IS NOT NULL AS _deleted,  -- The key was deleted from ecomm-db (updated_at: when the extract saw it gone).
+  named_struct('extracted_at', landed._extracted_at, 'updated_at', try_cast(landed.updated_at AS TIMESTAMP)) AS _sequence,  -- The order changes are applied in: the later extract first, then updated_at.
+  landed._extracted_at,
+  landed._ingestion_date,
+  landed._source_file,
+  current_timestamp() AS _processed_at  -- When Silver took the change.
+FROM STREAM(bronze.customers) AS landed
+LEFT ANTI JOIN bronze.customers AS earlier
+  ON earlier.customer_id <=> landed.customer_id AND earlier.first_name <=> landed.first_name
+  AND earlier.last_name <=> landed.last_name AND earlier.email <=> landed.email AND earlier.city <=> landed.city
+  AND earlier.country <=> landed.country AND earlier.created_at <=> landed.created_at
+  AND earlier.updated_at <=> landed.updated_at AND earlier._deleted <=> landed._deleted
+  AND (earlier._extracted_at < landed._extracted_at
+       OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date));
+
+CREATE OR REFRESH STREAMING TABLE silver.customers_latest
+COMMENT 'The latest version of each customer (AUTO CDC, SCD type 1), typed; a deleted customer is gone.';
+
+CREATE FLOW customers_latest AS AUTO CDC INTO silver.customers_latest
+FROM STREAM(silver.customers_changes)
+KEYS (_row_key)
+APPLY AS DELETE WHEN _deleted
+SEQUENCE BY _sequence
+COLUMNS * EXCEPT (_deleted, _sequence)
+STORED AS SCD TYPE 1;
+
+CREATE OR REFRESH STREAMING TABLE silver.customers_history
+COMMENT 'Every version of each customer (AUTO CDC, SCD type 2 on name, email, city and country): __START_AT and __END_AT are the _sequence it began and ended at; a deleted customer''s last version is closed.';
+
+CREATE FLOW customers_history AS AUTO CDC INTO silver.customers_history
+FROM STREAM(silver.customers_changes)
+KEYS (_row_key)
+APPLY AS DELETE WHEN _deleted
+SEQUENCE BY _sequence
+COLUMNS * EXCEPT (_deleted, _sequence)
+STORED AS SCD TYPE 2
+TRACK HISTORY ON (first_name, last_name, email, city, country);
 
 CREATE OR REFRESH MATERIALIZED VIEW silver.customers (
   CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id'))
 )
 COMMENT 'Every customer in ecomm-db at the latest extract, typed, in the version the source had then, with the rules it breaks.'
-AS WITH landed AS (
-  SELECT
-    try_cast(customer_id AS BIGINT) AS customer_id,
-    trim(first_name) AS first_name,
-    trim(last_name) AS last_name,
-    lower(trim(email)) AS email,
-    trim(city) AS city,
-    trim(country) AS country,
-    try_cast(created_at AS TIMESTAMP) AS created_at,
-    try_cast(updated_at AS TIMESTAMP) AS updated_at,
-    _ingestion_date,
-    _source_file
-  FROM bronze.customers
-  QUALIFY _source_file_modified_at = max(_source_file_modified_at) OVER (PARTITION BY _source_file)
-), source AS (
-  SELECT try_cast(customer_id AS BIGINT) AS customer_id, try_cast(updated_at AS TIMESTAMP) AS updated_at
-  FROM bronze.customers_keys
-)
-SELECT
-  landed.*,
+AS SELECT
+  *,
   filter(array(
-    if(landed.customer_id IS NOT NULL, NULL, 'valid_id')
+    if(customer_id IS NOT NULL, NULL, 'valid_id')
   ), rule -> rule IS NOT NULL) AS _failed_rules  -- The data contract rules the row breaks (empty: none).
-FROM landed LEFT JOIN source ON source.customer_id = landed.customer_id
-WHERE landed.customer_id IS NULL OR source.customer_id IS NOT NULL
-QUALIFY row_number() OVER (
-  PARTITION BY landed.customer_id,
-               if(landed.customer_id IS NULL, to_json(struct(landed.first_name, landed.last_name, landed.email, landed.city, landed.country, landed.created_at, landed.updated_at)), NULL)
-  ORDER BY coalesce(landed.updated_at = source.updated_at, false) DESC,
-           landed.updated_at DESC, landed._ingestion_date) = 1;
+FROM silver.customers_latest;
+
+CREATE VIEW silver.dim_customer
+COMMENT 'Clean customer profile: the current version of each customer that breaks no rule.'
+AS SELECT customer_id, first_name, last_name, email, city, country, created_at, updated_at, _processed_at
+FROM silver.customers
+WHERE size(_failed_rules) = 0;
+
+CREATE VIEW silver.customers_quarantine
+COMMENT 'The rows of silver.customers that break a rule and reach no star table: each with the rules it broke (_failed_rules), the landed file and the ingestion date it came from.'
+AS SELECT * FROM silver.customers WHERE size(_failed_rules) > 0;
+
+-- products ------------------------------------------------------------------------------------------
+
+CREATE OR REFRESH STREAMING TABLE silver.products_changes (
+  CONSTRAINT not_future_dated EXPECT (NOT coalesce(updated_at > _extracted_at, false))
+)
+COMMENT 'The products change feed: every version landed, typed, once, and every product_id deleted from ecomm-db. not_future_dated warns of a version dated after the extract that read it (a clock ahead): it is applied all the same.'
+AS SELECT
+  coalesce(CAST(try_cast(landed.product_id AS BIGINT) AS STRING), concat('unkeyed:', md5(to_json(array(
+    landed.product_id, landed.product_name, landed.category, landed.unit_price, landed.created_at,
+    landed.updated_at))))) AS _row_key,
+  try_cast(landed.product_id AS BIGINT) AS product_id,
+  trim(landed.product_name) AS product_name,
+  trim(landed.category) AS category,
+  try_cast(landed.unit_price AS DECIMAL(12, 2)) AS unit_price,
+  try_cast(landed.created_at AS TIMESTAMP) AS created_at,
+  try_cast(landed.updated_at AS TIMESTAMP) AS updated_at,
+  landed._deleted IS NOT NULL AS _deleted,
+  named_struct('extracted_at', landed._extracted_at, 'updated_at', try_cast(landed.updated_at AS TIMESTAMP)) AS _sequence,
+  landed._extracted_at,
+  landed._ingestion_date,
+  landed._source_file,
+  current_timestamp() AS _processed_at
+FROM STREAM(bronze.products) AS landed
+LEFT ANTI JOIN bronze.products AS earlier
+  ON earlier.product_id <=> landed.product_id AND earlier.product_name <=> landed.product_name
+  AND earlier.category <=> landed.category AND earlier.unit_price <=> landed.unit_price
+  AND earlier.created_at <=> landed.created_at AND earlier.updated_at <=> landed.updated_at
+  AND earlier._deleted <=> landed._deleted
+  AND (earlier._extracted_at < landed._extracted_at
+       OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date));
+
+CREATE OR REFRESH STREAMING TABLE silver.products_latest
+COMMENT 'The latest version of each product (AUTO CDC, SCD type 1), typed; a deleted product is gone.';
+
+CREATE FLOW products_latest AS AUTO CDC INTO silver.products_latest
+FROM STREAM(silver.products_changes)
+KEYS (_row_key)
+APPLY AS DELETE WHEN _deleted
+SEQUENCE BY _sequence
+COLUMNS * EXCEPT (_deleted, _sequence)
+STORED AS SCD TYPE 1;
+
+CREATE OR REFRESH STREAMING TABLE silver.products_history
+COMMENT 'Every version of each product (AUTO CDC, SCD type 2 on name, category and list price): __START_AT and __END_AT are the _sequence it began and ended at; a deleted product''s last version is closed.';
+
+CREATE FLOW products_history AS AUTO CDC INTO silver.products_history
+FROM STREAM(silver.products_changes)
+KEYS (_row_key)
+APPLY AS DELETE WHEN _deleted
+SEQUENCE BY _sequence
+COLUMNS * EXCEPT (_deleted, _sequence)
+STORED AS SCD TYPE 2
+TRACK HISTORY ON (product_name, category, unit_price);
 
 CREATE OR REFRESH MATERIALIZED VIEW silver.products (
   CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id')),
   CONSTRAINT valid_price EXPECT (NOT array_contains(_failed_rules, 'valid_price'))
 )
 COMMENT 'Every product in ecomm-db at the latest extract, typed, in the version the source had then, with the rules it breaks.'
-AS WITH landed AS (
-  SELECT
-    try_cast(product_id AS BIGINT) AS product_id,
-    trim(product_name) AS product_name,
-    trim(category) AS category,
-    try_cast(unit_price AS DECIMAL(12, 2)) AS unit_price,
-    try_cast(created_at AS TIMESTAMP) AS created_at,
-    try_cast(updated_at AS TIMESTAMP) AS updated_at,
-    _ingestion_date,
-    _source_file
-  FROM bronze.products
-  QUALIFY _source_file_modified_at = max(_source_file_modified_at) OVER (PARTITION BY _source_file)
-), source AS (
-  SELECT try_cast(product_id AS BIGINT) AS product_id, try_cast(updated_at AS TIMESTAMP) AS updated_at
-  FROM bronze.products_keys
-)
-SELECT
-  landed.*,
+AS SELECT
+  *,
   filter(array(
-    if(landed.product_id IS NOT NULL, NULL, 'valid_id'),
-    if(landed.unit_price >= 0, NULL, 'valid_price')
+    if(product_id IS NOT NULL, NULL, 'valid_id'),
+    if(unit_price >= 0, NULL, 'valid_price')
   ), rule -> rule IS NOT NULL) AS _failed_rules
-FROM landed LEFT JOIN source ON source.product_id = landed.product_id
-WHERE landed.product_id IS NULL OR source.product_id IS NOT NULL
-QUALIFY row_number() OVER (
-  PARTITION BY landed.product_id,
-               if(landed.product_id IS NULL, to_json(struct(landed.product_name, landed.category, landed.unit_price, landed.created_at, landed.updated_at)), NULL)
-  ORDER BY coalesce(landed.updated_at = source.updated_at, false) DESC,
-           landed.updated_at DESC, landed._ingestion_date) = 1;
+FROM silver.products_latest;
+
+CREATE VIEW silver.dim_product
+COMMENT 'Product details: the current name, category and list price of each product that breaks no rule.'
+AS SELECT product_id, product_name, category, unit_price, created_at, updated_at, _processed_at
+FROM silver.products
+WHERE size(_failed_rules) = 0;
+
+CREATE VIEW silver.products_quarantine
+COMMENT 'The rows of silver.products that break a rule and reach no star table: each with the rules it broke (_failed_rules), the landed file and the ingestion date it came from.'
+AS SELECT * FROM silver.products WHERE size(_failed_rules) > 0;
+
+-- orders --------------------------------------------------------------------------------------------
+
+CREATE OR REFRESH STREAMING TABLE silver.orders_changes (
+  CONSTRAINT not_future_dated EXPECT (NOT coalesce(updated_at > _extracted_at, false))
+)
+COMMENT 'The orders change feed: every version landed, typed, once, and every order_id deleted from ecomm-db. not_future_dated warns of a version dated after the extract that read it (a clock ahead): it is applied all the same.'
+AS SELECT
+  coalesce(CAST(try_cast(landed.order_id AS BIGINT) AS STRING), concat('unkeyed:', md5(to_json(array(
+    landed.order_id, landed.customer_id, landed.ordered_at, landed.status, landed.payment_method,
+    landed.created_at, landed.updated_at))))) AS _row_key,
+  try_cast(landed.order_id AS BIGINT) AS order_id,
+  try_cast(landed.customer_id AS BIGINT) AS customer_id,
+  try_cast(landed.ordered_at AS TIMESTAMP) AS ordered_at,
+  lower(trim(landed.status)) AS status,
+  trim(landed.payment_method) AS payment_method,
+  try_cast(landed.created_at AS TIMESTAMP) AS created_at,
+  try_cast(landed.updated_at AS TIMESTAMP) AS updated_at,
+  landed._deleted IS NOT NULL AS _deleted,
+  named_struct('extracted_at', landed._extracted_at, 'updated_at', try_cast(landed.updated_at AS TIMESTAMP)) AS _sequence,
+  landed._extracted_at,
+  landed._ingestion_date,
+  landed._source_file,
+  current_timestamp() AS _processed_at
+FROM STREAM(bronze.orders) AS landed
+LEFT ANTI JOIN bronze.orders AS earlier
+  ON earlier.order_id <=> landed.order_id AND earlier.customer_id <=> landed.customer_id
+  AND earlier.ordered_at <=> landed.ordered_at AND earlier.status <=> landed.status
+  AND earlier.payment_method <=> landed.payment_method AND earlier.created_at <=> landed.created_at
+  AND earlier.updated_at <=> landed.updated_at AND earlier._deleted <=> landed._deleted
+  AND (earlier._extracted_at < landed._extracted_at
+       OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date));
+
+CREATE OR REFRESH STREAMING TABLE silver.orders_latest
+COMMENT 'The latest version of each order (AUTO CDC, SCD type 1), typed; a deleted order is gone.';
+
+CREATE FLOW orders_latest AS AUTO CDC INTO silver.orders_latest
+FROM STREAM(silver.orders_changes)
+KEYS (_row_key)
+APPLY AS DELETE WHEN _deleted
+SEQUENCE BY _sequence
+COLUMNS * EXCEPT (_deleted, _sequence)
+STORED AS SCD TYPE 1;
+
+CREATE OR REFRESH STREAMING TABLE silver.orders_history
+COMMENT 'Every status of each order (AUTO CDC, SCD type 2 on status): __START_AT and __END_AT are the _sequence it began and ended at; a deleted order''s last status is closed.';
+
+CREATE FLOW orders_history AS AUTO CDC INTO silver.orders_history
+FROM STREAM(silver.orders_changes)
+KEYS (_row_key)
+APPLY AS DELETE WHEN _deleted
+SEQUENCE BY _sequence
+COLUMNS * EXCEPT (_deleted, _sequence)
+STORED AS SCD TYPE 2
+TRACK HISTORY ON (status);
 
 CREATE OR REFRESH MATERIALIZED VIEW silver.orders (
   CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id')),
   CONSTRAINT valid_status EXPECT (NOT array_contains(_failed_rules, 'valid_status'))
 )
 COMMENT 'Every order in ecomm-db at the latest extract, typed, in the version the source had then, with the rules it breaks.'
-AS WITH landed AS (
-  SELECT
-    try_cast(order_id AS BIGINT) AS order_id,
-    try_cast(customer_id AS BIGINT) AS customer_id,
-    try_cast(ordered_at AS TIMESTAMP) AS ordered_at,
-    lower(trim(status)) AS status,
-    trim(payment_method) AS payment_method,
-    try_cast(created_at AS TIMESTAMP) AS created_at,
-    try_cast(updated_at AS TIMESTAMP) AS updated_at,
-    _ingestion_date,
-    _source_file
-  FROM bronze.orders
-  QUALIFY _source_file_modified_at = max(_source_file_modified_at) OVER (PARTITION BY _source_file)
-), source AS (
-  SELECT try_cast(order_id AS BIGINT) AS order_id, try_cast(updated_at AS TIMESTAMP) AS updated_at
-  FROM bronze.orders_keys
-)
-SELECT
-  landed.*,
+AS SELECT
+  *,
   filter(array(
-    if(landed.order_id IS NOT NULL AND landed.customer_id IS NOT NULL AND landed.ordered_at IS NOT NULL,
-       NULL, 'valid_id'),
-    if(landed.status IN ('shipped', 'delivered', 'cancelled', 'pending'), NULL, 'valid_status')
+    if(order_id IS NOT NULL AND customer_id IS NOT NULL AND ordered_at IS NOT NULL, NULL, 'valid_id'),
+    if(status IN ('shipped', 'delivered', 'cancelled', 'pending'), NULL, 'valid_status')
   ), rule -> rule IS NOT NULL) AS _failed_rules
-FROM landed LEFT JOIN source ON source.order_id = landed.order_id
-WHERE landed.order_id IS NULL OR source.order_id IS NOT NULL
-QUALIFY row_number() OVER (
-  PARTITION BY landed.order_id,
-               if(landed.order_id IS NULL, to_json(struct(landed.customer_id, landed.ordered_at, landed.status, landed.payment_method, landed.created_at, landed.updated_at)), NULL)
-  ORDER BY coalesce(landed.updated_at = source.updated_at, false) DESC,
-           landed.updated_at DESC, landed._ingestion_date) = 1;
+FROM silver.orders_latest;
 
-CREATE OR REFRESH MATERIALIZED VIEW silver.dim_customer
-COMMENT 'Clean customer profile: the current version of each customer that breaks no rule.'
-AS SELECT
-  customer_id, first_name, last_name, email, city, country, created_at, updated_at,
-  current_timestamp() AS _processed_at  -- When Silver built the row.
-FROM silver.customers
-WHERE size(_failed_rules) = 0;
-
-CREATE OR REFRESH MATERIALIZED VIEW silver.dim_product
-COMMENT 'Product details: the current name, category and list price of each product that breaks no rule.'
-AS SELECT
-  product_id, product_name, category, unit_price, created_at, updated_at,
-  current_timestamp() AS _processed_at
-FROM silver.products
-WHERE size(_failed_rules) = 0;
-
-CREATE OR REFRESH MATERIALIZED VIEW silver.dim_orders
+CREATE VIEW silver.dim_orders
 COMMENT 'Order details: the current status and payment method of each order that breaks no rule, and its order_date in Asia/Bangkok.'
 AS SELECT
   order_id,
@@ -159,9 +267,56 @@ AS SELECT
   payment_method,
   created_at,
   updated_at,
-  current_timestamp() AS _processed_at
+  _processed_at
 FROM silver.orders
 WHERE size(_failed_rules) = 0;
+
+CREATE VIEW silver.orders_quarantine
+COMMENT 'The rows of silver.orders that break a rule and reach no star table: each with the rules it broke (_failed_rules), the landed file and the ingestion date it came from.'
+AS SELECT * FROM silver.orders WHERE size(_failed_rules) > 0;
+
+-- order lines ---------------------------------------------------------------------------------------
+
+CREATE OR REFRESH STREAMING TABLE silver.order_items_changes (
+  CONSTRAINT not_future_dated EXPECT (NOT coalesce(updated_at > _extracted_at, false))
+)
+COMMENT 'The order_items change feed: every version landed, typed, once, and every order_item_id deleted from ecomm-db. not_future_dated warns of a version dated after the extract that read it (a clock ahead): it is applied all the same.'
+AS SELECT
+  coalesce(CAST(try_cast(landed.order_item_id AS BIGINT) AS STRING), concat('unkeyed:', md5(to_json(array(
+    landed.order_item_id, landed.order_id, landed.product_id, landed.quantity, landed.item_price,
+    landed.created_at, landed.updated_at))))) AS _row_key,
+  try_cast(landed.order_item_id AS BIGINT) AS order_item_id,
+  try_cast(landed.order_id AS BIGINT) AS order_id,
+  try_cast(landed.product_id AS BIGINT) AS product_id,
+  try_cast(landed.quantity AS INT) AS quantity,
+  try_cast(landed.item_price AS DECIMAL(12, 2)) AS item_price,
+  try_cast(landed.created_at AS TIMESTAMP) AS created_at,
+  try_cast(landed.updated_at AS TIMESTAMP) AS updated_at,
+  landed._deleted IS NOT NULL AS _deleted,
+  named_struct('extracted_at', landed._extracted_at, 'updated_at', try_cast(landed.updated_at AS TIMESTAMP)) AS _sequence,
+  landed._extracted_at,
+  landed._ingestion_date,
+  landed._source_file,
+  current_timestamp() AS _processed_at
+FROM STREAM(bronze.order_items) AS landed
+LEFT ANTI JOIN bronze.order_items AS earlier
+  ON earlier.order_item_id <=> landed.order_item_id AND earlier.order_id <=> landed.order_id
+  AND earlier.product_id <=> landed.product_id AND earlier.quantity <=> landed.quantity
+  AND earlier.item_price <=> landed.item_price AND earlier.created_at <=> landed.created_at
+  AND earlier.updated_at <=> landed.updated_at AND earlier._deleted <=> landed._deleted
+  AND (earlier._extracted_at < landed._extracted_at
+       OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date));
+
+CREATE OR REFRESH STREAMING TABLE silver.order_items_latest
+COMMENT 'The latest version of each order line (AUTO CDC, SCD type 1), typed; a deleted line is gone.';
+
+CREATE FLOW order_items_latest AS AUTO CDC INTO silver.order_items_latest
+FROM STREAM(silver.order_items_changes)
+KEYS (_row_key)
+APPLY AS DELETE WHEN _deleted
+SEQUENCE BY _sequence
+COLUMNS * EXCEPT (_deleted, _sequence)
+STORED AS SCD TYPE 1;
 
 CREATE OR REFRESH MATERIALIZED VIEW silver.order_items (
   CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id')),
@@ -170,45 +325,21 @@ CREATE OR REFRESH MATERIALIZED VIEW silver.order_items (
   CONSTRAINT valid_quantity EXPECT (NOT array_contains(_failed_rules, 'valid_quantity'))
 )
 COMMENT 'Every order line in ecomm-db at the latest extract, typed, in the version the source had then, with the rules it breaks. valid_reference: its order (with that order''s customer) and its product are in the star schema.'
-AS WITH landed AS (
-  SELECT
-    try_cast(order_item_id AS BIGINT) AS order_item_id,
-    try_cast(order_id AS BIGINT) AS order_id,
-    try_cast(product_id AS BIGINT) AS product_id,
-    try_cast(quantity AS INT) AS quantity,
-    try_cast(item_price AS DECIMAL(12, 2)) AS item_price,
-    try_cast(created_at AS TIMESTAMP) AS created_at,
-    try_cast(updated_at AS TIMESTAMP) AS updated_at,
-    _ingestion_date,
-    _source_file
-  FROM bronze.order_items
-  QUALIFY _source_file_modified_at = max(_source_file_modified_at) OVER (PARTITION BY _source_file)
-), source AS (
-  SELECT try_cast(order_item_id AS BIGINT) AS order_item_id, try_cast(updated_at AS TIMESTAMP) AS updated_at
-  FROM bronze.order_items_keys
-)
-SELECT
-  landed.*,
+AS SELECT
+  order_items_latest.*,
   filter(array(
-    if(landed.order_item_id IS NOT NULL, NULL, 'valid_id'),
+    if(order_items_latest.order_item_id IS NOT NULL, NULL, 'valid_id'),
     if(dim_orders.order_id IS NOT NULL AND dim_customer.customer_id IS NOT NULL
        AND dim_product.product_id IS NOT NULL, NULL, 'valid_reference'),
-    if(landed.item_price >= 0, NULL, 'valid_price'),
-    if(landed.quantity > 0, NULL, 'valid_quantity')
+    if(order_items_latest.item_price >= 0, NULL, 'valid_price'),
+    if(order_items_latest.quantity > 0, NULL, 'valid_quantity')
   ), rule -> rule IS NOT NULL) AS _failed_rules
-FROM landed
-LEFT JOIN source ON source.order_item_id = landed.order_item_id
-LEFT JOIN silver.dim_orders ON dim_orders.order_id = landed.order_id
+FROM silver.order_items_latest
+LEFT JOIN silver.dim_orders ON dim_orders.order_id = order_items_latest.order_id
 LEFT JOIN silver.dim_customer ON dim_customer.customer_id = dim_orders.customer_id
-LEFT JOIN silver.dim_product ON dim_product.product_id = landed.product_id
-WHERE landed.order_item_id IS NULL OR source.order_item_id IS NOT NULL
-QUALIFY row_number() OVER (
-  PARTITION BY landed.order_item_id,
-               if(landed.order_item_id IS NULL, to_json(struct(landed.order_id, landed.product_id, landed.quantity, landed.item_price, landed.created_at, landed.updated_at)), NULL)
-  ORDER BY coalesce(landed.updated_at = source.updated_at, false) DESC,
-           landed.updated_at DESC, landed._ingestion_date) = 1;
+LEFT JOIN silver.dim_product ON dim_product.product_id = order_items_latest.product_id;
 
-CREATE OR REFRESH MATERIALIZED VIEW silver.fact_orders
+CREATE VIEW silver.fact_orders
 COMMENT 'Sales fact, one row per order line that breaks no rule: the current version of each line with its order date, customer and product.'
 AS SELECT
   order_items.order_item_id,
@@ -216,29 +347,103 @@ AS SELECT
   dim_orders.customer_id,
   order_items.product_id,
   dim_orders.order_date,
+  dim_orders.ordered_at,
   order_items.quantity,
   order_items.item_price,
   order_items.updated_at,
-  current_timestamp() AS _processed_at
+  order_items._processed_at
 FROM silver.order_items
 JOIN silver.dim_orders ON dim_orders.order_id = order_items.order_id
 WHERE size(order_items._failed_rules) = 0;
 
-CREATE OR REFRESH MATERIALIZED VIEW silver.customers_quarantine
-COMMENT 'The rows of silver.customers that break a rule and reach no star table: each with the rules it broke (_failed_rules), the landed file and the ingestion date it came from.'
-AS SELECT * FROM silver.customers WHERE size(_failed_rules) > 0;
-
-CREATE OR REFRESH MATERIALIZED VIEW silver.products_quarantine
-COMMENT 'The rows of silver.products that break a rule and reach no star table: each with the rules it broke (_failed_rules), the landed file and the ingestion date it came from.'
-AS SELECT * FROM silver.products WHERE size(_failed_rules) > 0;
-
-CREATE OR REFRESH MATERIALIZED VIEW silver.orders_quarantine
-COMMENT 'The rows of silver.orders that break a rule and reach no star table: each with the rules it broke (_failed_rules), the landed file and the ingestion date it came from.'
-AS SELECT * FROM silver.orders WHERE size(_failed_rules) > 0;
-
-CREATE OR REFRESH MATERIALIZED VIEW silver.order_items_quarantine
+CREATE VIEW silver.order_items_quarantine
 COMMENT 'The rows of silver.order_items that break a rule and reach no star table: each with the rules it broke (_failed_rules), the landed file and the ingestion date it came from.'
 AS SELECT * FROM silver.order_items WHERE size(_failed_rules) > 0;
+
+-- history -------------------------------------------------------------------------------------------
+-- A version is valid from its updated_at (a key's first known version: from when the key was
+-- created, the versions before the first extract being unknown) until the next version begins, or
+-- until the extract that saw the key deleted. Versions are ordered by _sequence; valid_from never
+-- goes back in time (a version an application back-dated begins where the one before it began), so
+-- the intervals of a key follow each other without gap or overlap, and exactly one holds at any
+-- instant from the key's creation on. The surrogate key is a hash of the key, the updated_at the
+-- version began with and the tracked columns: the same on every engine, every refresh, and every
+-- pipeline that landed the same versions.
+
+CREATE VIEW silver.dim_customer_history
+COMMENT 'Every version of each customer with its surrogate key and validity: join on customer_id and valid_from <= t < valid_to (valid_to NULL: still valid) for the customer as at instant t.'
+AS WITH ordered AS (
+  SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY __START_AT) = 1 AS first_version
+  FROM silver.customers_history
+  WHERE customer_id IS NOT NULL
+), versions AS (
+  SELECT
+    *,
+    max(if(first_version, least(created_at, __START_AT.updated_at), __START_AT.updated_at)) OVER (
+      PARTITION BY customer_id ORDER BY __START_AT ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS valid_from
+  FROM ordered
+)
+SELECT
+  md5(to_json(array(CAST(customer_id AS STRING), CAST(unix_micros(__START_AT.updated_at) AS STRING),
+                    first_name, last_name, email, city, country))) AS customer_sk,  -- The version's surrogate key: a hash of the key, when the version began and what it holds.
+  customer_id, first_name, last_name, email, city, country, created_at, updated_at,
+  valid_from,  -- When the version began to hold (UTC).
+  if(__END_AT IS NULL, NULL, coalesce(lead(valid_from) OVER (PARTITION BY customer_id ORDER BY __START_AT),
+                                     greatest(__END_AT.updated_at, valid_from))) AS valid_to,  -- When the next version began, or when the key was seen deleted (UTC); NULL while it holds.
+  __END_AT IS NULL AS is_current,  -- The version holds now.
+  _ingestion_date,
+  _source_file
+FROM versions;
+
+CREATE VIEW silver.dim_product_history
+COMMENT 'Every version of each product (name, category, list price) with its surrogate key and validity: join on product_id and valid_from <= t < valid_to (valid_to NULL: still valid) for the product as at instant t.'
+AS WITH ordered AS (
+  SELECT *, row_number() OVER (PARTITION BY product_id ORDER BY __START_AT) = 1 AS first_version
+  FROM silver.products_history
+  WHERE product_id IS NOT NULL
+), versions AS (
+  SELECT
+    *,
+    max(if(first_version, least(created_at, __START_AT.updated_at), __START_AT.updated_at)) OVER (
+      PARTITION BY product_id ORDER BY __START_AT ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS valid_from
+  FROM ordered
+)
+SELECT
+  md5(to_json(array(CAST(product_id AS STRING), CAST(unix_micros(__START_AT.updated_at) AS STRING),
+                    product_name, category, CAST(unit_price AS STRING)))) AS product_sk,  -- The version's surrogate key: a hash of the key, when the version began and what it holds.
+  product_id, product_name, category, unit_price, created_at, updated_at,
+  valid_from,
+  if(__END_AT IS NULL, NULL, coalesce(lead(valid_from) OVER (PARTITION BY product_id ORDER BY __START_AT),
+                                     greatest(__END_AT.updated_at, valid_from))) AS valid_to,
+  __END_AT IS NULL AS is_current,
+  _ingestion_date,
+  _source_file
+FROM versions;
+
+CREATE VIEW silver.order_status_history
+COMMENT 'Every status each order went through, with when it began and ended (UTC): fulfilment time is the valid_from of delivered minus the order''s ordered_at. Statuses an order passed through between two extracts are not seen.'
+AS WITH ordered AS (
+  SELECT *, row_number() OVER (PARTITION BY order_id ORDER BY __START_AT) = 1 AS first_version
+  FROM silver.orders_history
+  WHERE order_id IS NOT NULL
+), versions AS (
+  SELECT
+    *,
+    max(if(first_version, least(created_at, __START_AT.updated_at), __START_AT.updated_at)) OVER (
+      PARTITION BY order_id ORDER BY __START_AT ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS valid_from
+  FROM ordered
+)
+SELECT
+  order_id, status, ordered_at,
+  valid_from,
+  if(__END_AT IS NULL, NULL, coalesce(lead(valid_from) OVER (PARTITION BY order_id ORDER BY __START_AT),
+                                     greatest(__END_AT.updated_at, valid_from))) AS valid_to,
+  __END_AT IS NULL AS is_current,
+  _ingestion_date,
+  _source_file
+FROM versions;
+
+-- checks --------------------------------------------------------------------------------------------
 
 CREATE OR REFRESH MATERIALIZED VIEW silver.source_reconciliation (
   CONSTRAINT in_sync EXPECT (silver_rows = source_rows)
@@ -254,13 +459,13 @@ AS WITH source_versions AS (
   UNION ALL
   SELECT 'order_items', try_cast(order_item_id AS BIGINT), try_cast(updated_at AS TIMESTAMP) FROM bronze.order_items_keys
 ), silver_versions AS (
-  SELECT 'customers' AS source_table, customer_id AS id, updated_at FROM silver.customers
+  SELECT 'customers' AS source_table, customer_id AS id, updated_at FROM silver.customers_latest
   UNION ALL
-  SELECT 'products', product_id, updated_at FROM silver.products
+  SELECT 'products', product_id, updated_at FROM silver.products_latest
   UNION ALL
-  SELECT 'orders', order_id, updated_at FROM silver.orders
+  SELECT 'orders', order_id, updated_at FROM silver.orders_latest
   UNION ALL
-  SELECT 'order_items', order_item_id, updated_at FROM silver.order_items
+  SELECT 'order_items', order_item_id, updated_at FROM silver.order_items_latest
 )
 SELECT
   to_date(from_utc_timestamp(source.updated_at, 'Asia/Bangkok')) AS ingestion_date,  -- The day the versions were last changed.
@@ -292,3 +497,49 @@ SELECT 'dim_orders', order_id, count(*) FROM silver.dim_orders
 UNION ALL
 SELECT 'fact_orders', order_item_id, count(*) FROM silver.fact_orders
    GROUP BY order_item_id HAVING order_item_id IS NULL OR count(*) > 1;
+
+CREATE OR REFRESH MATERIALIZED VIEW silver.history_violations (
+  CONSTRAINT sound_history EXPECT (current_versions = expected_current_versions AND gaps = 0 AND overlaps = 0)
+    ON VIOLATION FAIL UPDATE
+)
+COMMENT 'The keys whose history is not sound: a key Silver holds has exactly one current version, a deleted key none, and the versions of a key follow each other without gap or overlap. Empty, or the update fails.'
+AS WITH versions AS (
+  SELECT 'customers' AS history, customer_id AS key, valid_from, valid_to, is_current FROM silver.dim_customer_history
+  UNION ALL
+  SELECT 'products', product_id, valid_from, valid_to, is_current FROM silver.dim_product_history
+  UNION ALL
+  SELECT 'orders', order_id, valid_from, valid_to, is_current FROM silver.order_status_history
+), chained AS (
+  SELECT
+    *,
+    lag(valid_from) OVER (PARTITION BY history, key ORDER BY valid_from, valid_to NULLS LAST) AS previous_valid_from,
+    lag(valid_to) OVER (PARTITION BY history, key ORDER BY valid_from, valid_to NULLS LAST) AS previous_valid_to
+  FROM versions
+), held AS (
+  SELECT 'customers' AS history, customer_id AS key FROM silver.customers_latest WHERE customer_id IS NOT NULL
+  UNION ALL
+  SELECT 'products', product_id FROM silver.products_latest WHERE product_id IS NOT NULL
+  UNION ALL
+  SELECT 'orders', order_id FROM silver.orders_latest WHERE order_id IS NOT NULL
+), by_key AS (
+  SELECT
+    coalesce(chained.history, held.history) AS history,
+    coalesce(chained.key, held.key) AS key,
+    count_if(chained.is_current) AS current_versions,
+    count(DISTINCT held.key) AS expected_current_versions,
+    count_if(chained.previous_valid_to < chained.valid_from) AS gaps,
+    count_if(chained.previous_valid_from IS NOT NULL
+             AND coalesce(chained.previous_valid_to > chained.valid_from, true)) AS overlaps
+  FROM chained
+  FULL JOIN held ON held.history = chained.history AND held.key = chained.key
+  GROUP BY 1, 2
+)
+SELECT
+  history,  -- The history: customers, products or orders (statuses).
+  key,  -- The key whose versions break the rule.
+  current_versions,  -- Its versions that hold now.
+  expected_current_versions,  -- 1 while Silver holds the key, 0 once it was deleted.
+  gaps,  -- Versions that begin after the one before ended.
+  overlaps  -- Versions that begin before the one before ended.
+FROM by_key
+WHERE current_versions <> expected_current_versions OR gaps > 0 OR overlaps > 0;

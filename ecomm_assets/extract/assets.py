@@ -6,7 +6,15 @@ from functools import partial
 import dagster as dg
 from pydantic import Field
 
-from ecomm_assets.extract.landing_zone import LandingZone, data_file, key_snapshot_folder, partition_folder
+from ecomm_assets.extract.landing_zone import (
+    LandingZone,
+    changes_file,
+    deleted_keys_file,
+    extract_id,
+    key_snapshot_file,
+    key_snapshot_folder,
+    partition_folder,
+)
 from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dates
 from ecomm_assets.source.postgres import SourceDatabase, SourceTable, column_descriptions, source_tables
 
@@ -30,9 +38,11 @@ def _landing_spec(table: SourceTable) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=["landing", table.name],
         description=f"CSV extract of ecomm-db `public.{table.name}`: {TABLE_DESCRIPTIONS[table.name]} "
-        "One file per ingestion date holding the rows with updated_at on that day in Asia/Bangkok and "
-        "in the lookback before it, a manifest beside it, and a snapshot of every "
-        f"`{table.primary_key}` with its updated_at (for deletes and reconciliation).",
+        "Each extract of an ingestion date writes new files (never rewrites one): the rows with "
+        "updated_at on that day in Asia/Bangkok and in the lookback before it (the first partition: "
+        "everything before it too, the initial load), the keys deleted since the extract before, and a "
+        "manifest naming them current. Beside them a snapshot of every "
+        f"`{table.primary_key}` with its updated_at (for reconciliation).",
         group_name="landing",
         kinds={"postgres", "csv"},
         skippable=True,
@@ -55,46 +65,58 @@ def landing_extracts(
     context: dg.AssetExecutionContext, config: ExtractConfig, source_db: SourceDatabase,
     landing_zone: LandingZone,
 ):
-    """Land each selected table's changed rows for the run's ingestion dates, and its key snapshot,
-    all read from one snapshot of ecomm-db."""
+    """Land each selected table's changed rows for the run's ingestion dates, the keys deleted since
+    the extract before, and its key snapshot, all read from one snapshot of ecomm-db."""
     dates = run_ingestion_dates(context)
     tables = sorted(key.path[-1] for key in context.selected_asset_keys)
     lookback = timedelta(hours=config.lookback_hours)
     due_before = ingestion_date_partitions.time_window_for_partition_key(dates[-1]).end
-    with source_db.snapshot(context.log, holder=context.run.run_id) as snapshot:
-        extract = {"snapshot_at": snapshot.taken_at.isoformat(), "dagster_run_id": context.run.run_id}
-        # The key snapshots land before the rows: a key snapshot newer than the rows beside it can
-        # only remove keys that were deleted, while an older one would remove rows inserted since.
-        key_snapshots = {
-            table: landing_zone.land(
-                key_snapshot_folder(table), data_file(table),
-                partial(snapshot.copy_key_versions, table, due_before),
-                {**extract, "table": table, "versions_before": due_before.isoformat()})
-            for table in tables
-        }
+    first_partition = ingestion_date_partitions.get_first_partition_key()
+    previous_keys = {table: landing_zone.open(f"{key_snapshot_folder(table)}/{key_snapshot_file(table)}")
+                     for table in tables}
+    with source_db.snapshot(context.log, holder=context.run.run_id, previous_keys=previous_keys) as snapshot:
+        extract = {"extract_id": extract_id(snapshot.taken_at), "snapshot_at": snapshot.taken_at.isoformat(),
+                   "dagster_run_id": context.run.run_id}
         for table in tables:
             landed = []
             for date in dates:
                 window = ingestion_date_partitions.time_window_for_partition_key(date)
-                start = window.start - lookback
+                # the first partition is the initial load: every row changed before its day too
+                start = None if date == first_partition else window.start - lookback
+                last = date == dates[-1]
+                # The run's last partition also takes what only the run can see: the rows dated after
+                # its snapshot (a clock ahead) and the keys deleted since the extract before.
+                files = {changes_file(table, extract["extract_id"]): partial(
+                    snapshot.copy_changed_rows, table, start, window.end, future_dated=last)}
+                if last:
+                    files[deleted_keys_file(table, extract["extract_id"])] = partial(snapshot.copy_deleted_keys, table)
                 manifest = landing_zone.land(
-                    partition_folder(table, date), data_file(table),
-                    partial(snapshot.copy_changed_rows, table, start, window.end),
+                    partition_folder(table, date), files,
                     {**extract, "table": table, "ingestion_date": date, "lookback_hours": config.lookback_hours,
-                     "updated_at_from": start.isoformat(), "updated_at_to": window.end.isoformat()})
-                [(name, file)] = manifest["files"].items()
-                landed.append({"ingestion_date": date, "rows": file["rows"], "bytes": file["bytes"],
-                               "sha256": file["sha256"], "updated_at_from": manifest["updated_at_from"],
+                     "updated_at_from": start.isoformat() if start else None, "updated_at_to": window.end.isoformat()})
+                changes = manifest["files"][changes_file(table, extract["extract_id"])]
+                deleted = manifest["files"].get(deleted_keys_file(table, extract["extract_id"]), {"rows": 0})
+                landed.append({"ingestion_date": date, "rows": changes["rows"], "deleted_keys": deleted["rows"],
+                               "bytes": changes["bytes"], "sha256": changes["sha256"],
+                               "updated_at_from": manifest["updated_at_from"],
                                "updated_at_to": manifest["updated_at_to"]})
-                context.log.info(f"{table} {date}: {file['rows']} rows, {file['bytes']} bytes -> "
-                                 f"{landing_zone.uri(partition_folder(table, date))}/{name}")
-            [keys] = key_snapshots[table]["files"].values()
+                context.log.info(f"{table} {date}: {changes['rows']} rows, {changes['bytes']} bytes, "
+                                 f"{deleted['rows']} deleted keys -> {landing_zone.uri(partition_folder(table, date))}")
+            # The key snapshot lands last: the keys deleted since the one it replaces are landed by then,
+            # so a run that dies before this point finds them again.
+            key_snapshot = landing_zone.land(
+                key_snapshot_folder(table),
+                {key_snapshot_file(table): partial(snapshot.copy_key_versions, table, due_before)},
+                {**extract, "table": table, "versions_before": due_before.isoformat()})
+            [keys] = key_snapshot["files"].values()
             yield dg.MaterializeResult(
                 asset_key=["landing", table],
                 metadata={
                     "dagster/row_count": sum(p["rows"] for p in landed),
                     "bytes": sum(p["bytes"] for p in landed),
+                    "deleted_keys": sum(p["deleted_keys"] for p in landed),
                     "snapshot_at": snapshot.taken_at.isoformat(),
+                    "extract_id": extract["extract_id"],
                     "updated_at_from": landed[0]["updated_at_from"],
                     "updated_at_to": landed[-1]["updated_at_to"],
                     "keys_in_source": keys["rows"],

@@ -2,15 +2,20 @@
 
 Key layout, identical locally and on S3, under ``<root>/ecomm_db_extracts/daily_extracts/<table>/``::
 
-    ingestion_date=YYYY-MM-DD/<table>.csv     the rows changed in the partition's window
+    ingestion_date=YYYY-MM-DD/<table>__<extract id>.csv          the rows changed in the partition's window
+    ingestion_date=YYYY-MM-DD/<table>_deleted__<extract id>.csv  keys gone from ecomm-db since the extract before
     ingestion_date=YYYY-MM-DD/_manifest.json
     key_snapshot/<table>.csv                  every primary key with its updated_at, at the latest extract
     key_snapshot/_manifest.json
 
-Landing a folder removes its manifest first, replaces the file atomically (a reader sees the old
-file or the new one), then writes the manifest (rows, bytes and sha256 of the file, and what the
-extract was) and removes anything else in the folder, stale temporary files of killed extracts
-included. A folder whose file does not match its manifest, or has none, is never ingested.
+The extract id is the UTC time of the extract's snapshot of ecomm-db (``20261202_180711_123456``).
+Change files are immutable: a re-extract of a partition writes new files beside the earlier ones,
+then the manifest, written last, which names the files of its extract as current (rows, bytes and
+sha256 of each) and keeps the entries of the earlier files still in the folder as superseded. A
+reader takes only files a manifest names. The key snapshot is a snapshot, not a change: each
+extract replaces it under the same name (its manifest is removed first, so a reader never takes
+the old manifest for the new file). Anything else in a folder (a file a killed extract left
+before its manifest, a temporary file) is removed by the next extract of that folder.
 """
 
 import hashlib
@@ -18,6 +23,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,8 +41,27 @@ def key_snapshot_folder(table: str) -> str:
     return f"{table}/key_snapshot"
 
 
-def data_file(table: str) -> str:
+def extract_id(snapshot_at: datetime) -> str:
+    """The name an extract gives its files: the UTC time of its snapshot, to the microsecond (the
+    DLT SQL reads it back as ``_extracted_at``)."""
+    return snapshot_at.astimezone(UTC).strftime("%Y%m%d_%H%M%S_%f")
+
+
+def changes_file(table: str, extract: str) -> str:
+    return f"{table}__{extract}.csv"
+
+
+def deleted_keys_file(table: str, extract: str) -> str:
+    return f"{table}_deleted__{extract}.csv"
+
+
+def key_snapshot_file(table: str) -> str:
     return f"{table}.csv"
+
+
+def named_files(manifest: dict) -> dict[str, dict]:
+    """Every file a manifest vouches for, current and superseded: {name: rows, bytes, sha256, ...}."""
+    return {**manifest.get("superseded", {}), **manifest["files"]}
 
 
 class _HashingWriter:
@@ -63,22 +88,35 @@ class LandingZone(dg.ConfigurableResource, ABC):
     def extracts_root(self) -> str:
         """URI of ``ecomm_db_extracts/daily_extracts``: what the DLT pipeline reads."""
 
-    def land(self, folder: str, file_name: str, write: Callable[[BinaryIO], int], about: dict) -> dict:
-        """Replace ``folder`` with one file, filled by ``write`` (which returns its row count), and
-        the file's manifest; returns the manifest."""
-        self._delete(f"{folder}/{MANIFEST}")
-        with self._write_atomically(f"{folder}/{file_name}") as raw:
-            out = _HashingWriter(raw)
-            rows = write(out)
-        manifest = {**about, "files": {file_name: {"rows": rows, "bytes": out.bytes, "sha256": out.sha256}}}
+    def land(self, folder: str, files: dict[str, Callable[[BinaryIO], int]], about: dict) -> dict:
+        """Land one extract's ``files`` in ``folder`` (each filled by its writer, which returns its
+        row count), then the manifest naming them current; returns the manifest. The files of the
+        extract before stay, as superseded, unless a new file takes their name."""
+        before = self.read_manifest(folder) or {"files": {}}
+        if set(files) & set(named_files(before)):
+            self._delete(f"{folder}/{MANIFEST}")  # a name is reused: its old entry must not vouch for the new file
+        landed = {}
+        for name, write in files.items():
+            with self._write_atomically(f"{folder}/{name}") as raw:
+                out = _HashingWriter(raw)
+                rows = write(out)
+            landed[name] = {"rows": rows, "bytes": out.bytes, "sha256": out.sha256}
+        superseded = {name: {**entry, "superseded_by": about.get("extract_id")}
+                      for name, entry in before["files"].items()} | before.get("superseded", {})
+        manifest = {**about, "files": landed,
+                    "superseded": {name: entry for name, entry in superseded.items() if name not in landed}}
         self._put(f"{folder}/{MANIFEST}", json.dumps(manifest, indent=2, default=str).encode())
-        self._remove_all_but(folder, {file_name, MANIFEST})
+        self._remove_all_but(folder, {*named_files(manifest), MANIFEST})
         return manifest
 
     def read_manifest(self, folder: str) -> dict | None:
         """The manifest of ``folder``, or None while it has none."""
         found = self._get(f"{folder}/{MANIFEST}")
         return json.loads(found) if found is not None else None
+
+    @abstractmethod
+    def open(self, key: str) -> AbstractContextManager[BinaryIO | None]:
+        """``key`` to read as a stream, or None if there is no such file."""
 
     @abstractmethod
     def uri(self, key: str) -> str:
@@ -130,6 +168,15 @@ class LocalLandingZone(LandingZone):
 
     def _delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    @contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO | None]:
+        path = self._path(key)
+        if not path.exists():
+            yield None
+            return
+        with path.open("rb") as stream:
+            yield stream
 
     def _remove_all_but(self, folder: str, keep: set[str]) -> None:
         # Extracts hold ecomm-db's extract lock while they write, so nothing else in the folder is

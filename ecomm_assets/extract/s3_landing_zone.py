@@ -48,7 +48,7 @@ class _MultipartUpload(io.RawIOBase):
 class S3LandingZone(LandingZone):
     """``s3://<bucket>/ecomm_db_extracts/daily_extracts/...``, written with multipart uploads.
 
-    An object appears only when its upload completes, so readers see the old CSV or the new one.
+    An object appears only when its upload completes: a reader never sees half a file.
     """
 
     bucket: str
@@ -82,6 +82,17 @@ class S3LandingZone(LandingZone):
             return client.get_object(Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}")["Body"].read()
         except client.exceptions.NoSuchKey:
             return None
+
+    @contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO | None]:
+        client = self.s3.get_client()
+        try:
+            body = client.get_object(Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}")["Body"]
+        except client.exceptions.NoSuchKey:
+            yield None
+            return
+        with body:
+            yield body
 
     def _delete(self, key: str) -> None:
         self.s3.get_client().delete_object(Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}")

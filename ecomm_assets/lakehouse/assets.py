@@ -6,8 +6,10 @@ descriptions, column schemas and checks are all read from the SQL. Every table t
 files also gets the blocking check ``rows_match_manifest``.
 """
 
+import fnmatch
 import warnings
 from collections.abc import Sequence
+from pathlib import PurePosixPath
 
 import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
@@ -15,7 +17,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from ecomm_assets.environment import lakehouse_catalog
-from ecomm_assets.extract.landing_zone import LandingZone, data_file, partition_folder
+from ecomm_assets.extract.landing_zone import LandingZone, named_files, partition_folder
 from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate
 from ecomm_assets.lakehouse.pipeline_sql import PipelineTable, pipeline_tables
 from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dates
@@ -125,32 +127,35 @@ def _expectation_evaluations(table: PipelineTable, result: ExpectationResult, da
             for day in dates}
 
 
-def _day_file(table: PipelineTable, ingestion_date: str) -> str:
-    """The landed file of ``ingestion_date`` a streaming table reads, by its key under the landing root."""
-    return f"{partition_folder(table.landing_table, ingestion_date)}/{data_file(table.landing_table)}"
-
-
-def _landed_files(table: PipelineTable, ingestion_dates: Sequence[str]) -> list[str]:
-    """The files under the landing root a refresh of ``table`` for ``ingestion_dates`` reads."""
-    if table.kind == "streaming table":
-        return [_day_file(table, d) for d in ingestion_dates]
-    return [table.read_files.glob]
+def _run_files(table: PipelineTable, dates: Sequence[str], landing_zone: LandingZone) -> dict[str, str | None]:
+    """{key under the landing root: its ingestion date} of the landed files a refresh of ``table``
+    for ``dates`` must hold: the current extract's files of each date for a streaming table, the
+    file it reads (date None: judged on every date) for the others."""
+    if table.kind != "streaming table":
+        return {table.read_files.glob: None}
+    files = {}
+    for date in dates:
+        folder = partition_folder(table.landing_table, date)
+        current = (landing_zone.read_manifest(folder) or {"files": {}})["files"]
+        files.update({f"{folder}/{name}": date for name in current
+                      if fnmatch.fnmatch(name, PurePosixPath(table.read_files.glob).name)})
+    return files
 
 
 def _manifest_evaluations(table: PipelineTable, update: TableUpdate, dates: Sequence[str],
-                          full_refresh: bool, landing_zone: LandingZone) -> Evaluations:
-    """Each date is judged on its own landed file and on every file not of a run date (the key
-    snapshot, or the other days' files a full refresh read)."""
+                          landing_zone: LandingZone) -> Evaluations:
+    """Each date is judged on the files of its current extract and on every file not of a date
+    (the key snapshot)."""
+    run_files = _run_files(table, dates, landing_zone)
     files = []
-    for key in sorted(set(_landed_files(table, [] if full_refresh else dates)) | set(update.rows_by_file)):
+    for key in sorted(set(run_files) | set(update.rows_by_file)):
         folder, name = key.rsplit("/", 1)
         manifest = landing_zone.read_manifest(folder) or {"files": {}}
-        files.append({"file": key, "source_rows": manifest["files"].get(name, {}).get("rows"),
+        files.append({"file": key, "source_rows": named_files(manifest).get(name, {}).get("rows"),
                       "table_rows": update.rows_by_file.get(key, 0)})
-    run_date = {_day_file(table, d): d for d in dates}
     evaluations = {}
     for day in dates:
-        own = [f for f in files if run_date.get(f["file"], day) == day]
+        own = [f for f in files if run_files.get(f["file"], day) in (day, None)]
         mismatched = [f["file"] for f in own if f["source_rows"] != f["table_rows"]]
         evaluations[day] = (not mismatched, {
             "source_rows": sum(f["source_rows"] or 0 for f in own),
@@ -174,7 +179,8 @@ def _materializations_of_run(context: dg.AssetExecutionContext, key: dg.AssetKey
 
 class LakehouseRunConfig(dg.Config):
     full_refresh: bool = False
-    """Empty the streaming tables and re-ingest every landed file (DLT full refresh)."""
+    """Recompute the selected tables from scratch (DLT full refresh): Silver's streaming tables are
+    emptied and re-read from Bronze, which is never reset (pipelines.reset.allowed = false)."""
 
 
 @dg.multi_asset(
@@ -217,8 +223,7 @@ def lakehouse_tables(
         evaluations = {result.name: _expectation_evaluations(table, result, dates, in_table[update.name])
                        for result in update.expectations}
         if table.read_files:
-            evaluations[MANIFEST_CHECK] = _manifest_evaluations(table, update, dates, config.full_refresh,
-                                                                landing_zone)
+            evaluations[MANIFEST_CHECK] = _manifest_evaluations(table, update, dates, landing_zone)
         targets = _materializations_of_run(context, key, dates)
         for check_name, by_date in evaluations.items():
             check_key = dg.AssetCheckKey(key, check_name)

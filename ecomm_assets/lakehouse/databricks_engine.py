@@ -27,7 +27,7 @@ from databricks.sdk.service.pipelines import UpdateInfo
 from databricks.sdk.service.sql import StatementResponse, StatementState
 
 from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate
-from ecomm_assets.lakehouse.pipeline_sql import LATEST_FILE_VERSION, SOURCE_FILE, PipelineTable
+from ecomm_assets.lakehouse.pipeline_sql import SOURCE_FILE, PipelineTable
 
 _FINAL_STATES = {"COMPLETED", "FAILED", "CANCELED"}
 _EVENTS_PAGE_SIZE = 250  # the endpoint takes up to 1000 and may return fewer
@@ -129,13 +129,11 @@ class DatabricksLakehouse(LakehouseEngine):
 
     def _rows_by_file(self, workspace: WorkspaceClient, table: PipelineTable, ingestion_dates: Sequence[str],
                       deadline: float) -> dict[str, int]:
-        """Rows ``table`` holds from the latest version of each landed file, for ``ingestion_dates``
-        (every date if none)."""
+        """Rows ``table`` holds from each landed file of ``ingestion_dates`` (every date if none)."""
         dates = ", ".join(f"DATE'{date}'" for date in ingestion_dates)
         where = f" WHERE _ingestion_date IN ({dates})" if table.kind == "streaming table" and dates else ""
-        latest = f"SELECT {SOURCE_FILE} FROM {self.catalog}.{table.name}{where} QUALIFY {LATEST_FILE_VERSION}"
-        rows = self._query(workspace, f"SELECT {SOURCE_FILE}, count(*) FROM ({latest}) GROUP BY {SOURCE_FILE}",
-                           deadline)
+        rows = self._query(workspace, f"SELECT {SOURCE_FILE}, count(*) FROM {self.catalog}.{table.name}{where} "
+                                      f"GROUP BY {SOURCE_FILE}", deadline)
         return {uri.removeprefix(self.landing_root.rstrip("/") + "/"): int(count) for uri, count in rows}
 
     def _query(self, workspace: WorkspaceClient, statement: str, deadline: float) -> list[list[str]]:

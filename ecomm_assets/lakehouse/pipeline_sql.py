@@ -5,7 +5,8 @@ comments and expectations. Everything Python knows about the lakehouse (asset ke
 descriptions, column schemas, asset checks) comes from here.
 
 sqlglot parses the Databricks queries but not the DLT header (``CREATE OR REFRESH ... (CONSTRAINT
-name EXPECT (condition) ON VIOLATION ...) COMMENT '...' AS``), which is read by hand below.
+name EXPECT (condition) ON VIOLATION ...) COMMENT '...' TBLPROPERTIES (...) AS``) nor the AUTO CDC
+flows (``CREATE FLOW ... AS AUTO CDC INTO ...``), which are read by hand below.
 """
 
 import re
@@ -33,11 +34,10 @@ LANDING_ROOT = "${landing_root}"
 RESCUED_DATA = "_rescued_data"
 FILE_METADATA = "_metadata"
 # What every table that reads landed files keeps of _metadata: rows are counted per file, and a
-# re-extracted file's new version is told from the earlier one by its modification time.
+# stream over such a table remembers which files it has read.
 SOURCE_FILE = "_source_file"
-SOURCE_FILE_MODIFIED_AT = "_source_file_modified_at"
-# The rows of the latest version of each landed file (a QUALIFY condition, as silver.sql writes it).
-LATEST_FILE_VERSION = f"{SOURCE_FILE_MODIFIED_AT} = max({SOURCE_FILE_MODIFIED_AT}) OVER (PARTITION BY {SOURCE_FILE})"
+# The columns AUTO CDC adds to an SCD type 2 target: the sequence at which a version began and ended.
+START_AT, END_AT = "__START_AT", "__END_AT"
 # The relation that stands for read_files() in the query of a table that reads landed files.
 LANDED = "landed_files"
 # The column in which a Silver table lists the rules a row breaks: if(<condition>, NULL, '<rule>'),
@@ -45,8 +45,19 @@ LANDED = "landed_files"
 FAILED_RULES = "_failed_rules"
 
 _HEADER = re.compile(
-    r"CREATE\s+OR\s+REFRESH\s+(?P<kind>STREAMING\s+TABLE|MATERIALIZED\s+VIEW)\s+(?P<name>\w+\.\w+)\s*",
+    r"CREATE\s+(?:OR\s+REFRESH\s+)?(?P<kind>STREAMING\s+TABLE|MATERIALIZED\s+VIEW|VIEW)\s+(?P<name>\w+\.\w+)\s*",
     re.IGNORECASE,
+)
+_FLOW = re.compile(
+    r"CREATE\s+FLOW\s+(?P<flow>\w+)\s+AS\s+AUTO\s+CDC\s+INTO\s+(?P<target>\w+\.\w+)\s+"
+    r"FROM\s+STREAM\s*\(\s*(?P<source>\w+\.\w+)\s*\)\s+"
+    r"KEYS\s*\((?P<keys>[^)]*)\)\s+"
+    r"(?:APPLY\s+AS\s+DELETE\s+WHEN\s+(?P<delete_when>.+?)\s+)?"
+    r"SEQUENCE\s+BY\s+(?P<sequence_by>\w+)\s*"
+    r"(?:COLUMNS\s+\*\s+EXCEPT\s*\((?P<except_columns>[^)]*)\)\s*)?"
+    r"(?:STORED\s+AS\s+SCD\s+TYPE\s+(?P<scd_type>[12])\s*)?"
+    r"(?:TRACK\s+HISTORY\s+ON\s*\((?P<track_history>[^)]*)\)\s*)?$",
+    re.IGNORECASE | re.DOTALL,
 )
 _CONSTRAINT = re.compile(
     r"CONSTRAINT\s+(?P<name>\w+)\s+EXPECT\s*\((?P<condition>.*)\)"
@@ -54,6 +65,8 @@ _CONSTRAINT = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _COMMENT = re.compile(r"COMMENT\s+'(?P<comment>(?:[^']|'')*)'\s*", re.IGNORECASE)
+_PROPERTIES = re.compile(r"TBLPROPERTIES\s*", re.IGNORECASE)
+_PROPERTY = re.compile(r"\s*'(?P<key>[^']*)'\s*=\s*'(?P<value>[^']*)'\s*")
 _AS = re.compile(r"AS\s+", re.IGNORECASE)
 
 
@@ -85,19 +98,36 @@ class ReadFiles:
 
 
 @dataclass(frozen=True)
+class AutoCdc:
+    """The AUTO CDC flow that feeds a streaming table: the changes of ``source`` applied by key."""
+    flow: str
+    source: str  # the streaming table of changes, read as a stream
+    keys: tuple[str, ...]
+    delete_when: str | None  # a condition over the source's columns
+    sequence_by: str  # a column of the source: the order the changes are applied in
+    except_columns: tuple[str, ...]  # source columns the target leaves out
+    scd_type: int  # 1: the latest version of each key; 2: every version, with START_AT and END_AT
+    track_history: tuple[str, ...] | None  # SCD type 2: the columns whose change opens a new version
+
+
+@dataclass(frozen=True)
 class PipelineTable:
     name: str  # "<schema>.<table>", schema being the layer
-    kind: str  # "streaming table" or "materialized view"
+    kind: str  # "streaming table", "materialized view" or "view"
     comment: str
     expectations: tuple[Expectation, ...]
-    # The SELECT, parsed in the Databricks dialect; where the SQL calls read_files(), the query
-    # reads the relation LANDED instead, which an engine defines over the files.
-    query: exp.Query
+    # The SELECT, parsed in the Databricks dialect, without DLT's STREAM keyword; where the SQL calls
+    # read_files(), the query reads the relation LANDED instead, which an engine defines over the
+    # files. None for a streaming table an AUTO CDC flow feeds.
+    query: exp.Query | None
     columns: tuple[tuple[str, str], ...]  # (name, Databricks type) of the output
     key: str  # the first output column, which identifies a row (sampled when an expectation fails)
     upstream: tuple[str, ...]  # pipeline tables read
     read_files: ReadFiles | None  # for the tables that read landed files
     source_file: str
+    streams: tuple[str, ...] = ()  # the pipeline tables the query reads as streams (new rows only)
+    cdc: AutoCdc | None = None  # the AUTO CDC flow that feeds the table
+    properties: dict[str, str] = field(default_factory=dict, hash=False)  # TBLPROPERTIES
     # What a column means, from the SQL comment on the select item that defines it (here or in the
     # table it comes from); source columns are described in schema.sql instead.
     column_descriptions: dict[str, str] = field(default_factory=dict, hash=False)
@@ -219,27 +249,87 @@ def _source_schema(read_files: ReadFiles) -> dict[str, str]:
             FILE_METADATA: "STRUCT<file_path: STRING, file_modification_time: TIMESTAMP>"}
 
 
-def _without_stream(query_text: str) -> str:
-    """Drop DLT's STREAM keyword (``FROM STREAM read_files(...)``, ``STREAM(table)``)."""
-    return re.sub(r"\bSTREAM\b\s*(?=\(|\w)", "", query_text, flags=re.IGNORECASE)
+def _without_stream(query: exp.Query) -> tuple[str, ...]:
+    """Drop DLT's STREAM keyword (``FROM STREAM read_files(...)``, ``STREAM(table)``) from ``query``;
+    each table it marked keeps ``meta["stream"]``. Returns the pipeline tables read as streams."""
+    streams = set()
+    for stream in list(query.find_all(exp.Stream)):
+        inner = stream.this
+        table = inner if isinstance(inner, exp.Table) else inner.this.copy()
+        if isinstance(inner, exp.Subquery):
+            table.set("alias", inner.args.get("alias"))
+        table.meta["stream"] = True
+        if not isinstance(table.this, exp.Anonymous):
+            streams.add(f"{table.db}.{table.name}".lower())
+        stream.replace(table)
+    return tuple(sorted(streams))
 
 
-def _parse_statement(text: str, known: dict[str, dict[str, str]], source_file: str) -> PipelineTable:
+def is_stream(table: exp.Table) -> bool:
+    """Whether the query reads ``table`` as a stream: the rows added since the reader last read it."""
+    return bool(table.meta.get("stream"))
+
+
+def _header(text: str, source_file: str):
+    """The parts of a ``CREATE [OR REFRESH] <kind> <name> [(constraints)] [COMMENT] [TBLPROPERTIES]
+    [AS <query>]`` statement: kind, name, expectations, comment, properties and the query's text."""
     header = _HEADER.match(text)
     if not header:
-        raise ValueError(f"{source_file}: expected CREATE OR REFRESH ..., got {text[:60]!r}")
+        raise ValueError(f"{source_file}: expected CREATE [OR REFRESH] ... or CREATE FLOW ..., got {text[:60]!r}")
     name, rest = header["name"].lower(), text[header.end():]
+    where = f"{source_file}: {name}"
     expectations = ()
     if rest.startswith("("):
         inner, rest = _parenthesised(rest)
-        where = f"{source_file}: {name}"
         expectations = tuple(_parse_expectation(c, where) for c in _top_level_split(inner))
-    comment = ""
+    comment, properties = "", {}
     if match := _COMMENT.match(rest):
         comment, rest = match["comment"].replace("''", "'"), rest[match.end():]
-    if not (match := _AS.match(rest)):
-        raise ValueError(f"{source_file}: {name}: expected AS <query>")
-    query = sqlglot.parse_one(_without_stream(rest[match.end():]), read=DIALECT)
+    if match := _PROPERTIES.match(rest):
+        inner, rest = _parenthesised(rest[match.end():])
+        properties = {m["key"]: m["value"] for m in map(_PROPERTY.fullmatch, _top_level_split(inner))}
+    query_text = None
+    if match := _AS.match(rest):
+        query_text = rest[match.end():]
+    elif rest.strip():
+        raise ValueError(f"{where}: expected AS <query>, got {rest[:60]!r}")
+    kind = " ".join(header["kind"].lower().split())
+    if query_text is None and kind != "streaming table":
+        raise ValueError(f"{where}: a {kind} needs AS <query>")
+    return kind, name, expectations, comment, properties, query_text
+
+
+def _parse_flow(text: str, source_file: str) -> tuple[str, AutoCdc]:
+    """The target of an AUTO CDC flow, and the flow."""
+    match = _FLOW.match(text)
+    if not match:
+        raise ValueError(f"{source_file}: not an AUTO CDC flow this reader knows: {text[:80]!r}")
+
+    def names(group: str) -> tuple[str, ...] | None:
+        return tuple(n.strip().lower() for n in match[group].split(",")) if match[group] else None
+
+    return match["target"].lower(), AutoCdc(match["flow"].lower(), match["source"].lower(), names("keys"),
+                   " ".join(match["delete_when"].split()) if match["delete_when"] else None,
+                   match["sequence_by"].lower(), names("except_columns") or (), int(match["scd_type"] or 1),
+                   names("track_history"))
+
+
+def _cdc_columns(cdc: AutoCdc, source: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """A CDC target's columns: the source's, less the ones left out; SCD type 2 adds START_AT and
+    END_AT, of the sequence's type."""
+    columns = tuple((name, type_) for name, type_ in source.items() if name not in cdc.except_columns)
+    if cdc.scd_type == 2:
+        columns += ((START_AT, source[cdc.sequence_by]), (END_AT, source[cdc.sequence_by]))
+    return columns
+
+
+def _parse_statement(text: str, known: dict[str, dict[str, str]], source_file: str) -> PipelineTable:
+    kind, name, expectations, comment, properties, query_text = _header(text, source_file)
+    if query_text is None:  # fed by the AUTO CDC flow that follows
+        return PipelineTable(name, kind, comment, expectations, None, (), "", (), None, source_file,
+                             properties=properties)
+    query = sqlglot.parse_one(query_text, read=DIALECT)
+    streams = _without_stream(query)
     expectations = _with_rules(expectations, query, f"{source_file}: {name}")
 
     schema = {layer: dict(tables) for layer, tables in _nested(known).items()}
@@ -259,11 +349,22 @@ def _parse_statement(text: str, known: dict[str, dict[str, str]], source_file: s
     upstream = tuple(
         sorted({f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table)} & set(known))
     )
-    if read_files and not {SOURCE_FILE, SOURCE_FILE_MODIFIED_AT} <= dict(columns).keys():
-        raise ValueError(f"{source_file}: {name} reads landed files: keep _metadata.file_path AS {SOURCE_FILE} "
-                         f"and _metadata.file_modification_time AS {SOURCE_FILE_MODIFIED_AT}")
-    return PipelineTable(name, " ".join(header["kind"].lower().split()), comment, expectations,
-                         query, columns, columns[0][0], upstream, read_files, source_file)
+    if read_files and SOURCE_FILE not in dict(columns):
+        raise ValueError(f"{source_file}: {name} reads landed files: keep _metadata.file_path AS {SOURCE_FILE}")
+    return PipelineTable(name, kind, comment, expectations, query, columns, columns[0][0], upstream, read_files,
+                         source_file, streams, properties=properties)
+
+
+def _fed_by(target: PipelineTable, cdc: AutoCdc, known: dict[str, dict[str, str]], source_file: str) -> PipelineTable:
+    """The streaming table ``target`` with the AUTO CDC flow that feeds it."""
+    if cdc.source not in known:
+        raise ValueError(f"{source_file}: flow {cdc.flow} reads {cdc.source}, which is not declared before it")
+    source = known[cdc.source]
+    if missing := [c for c in (*cdc.keys, cdc.sequence_by, *cdc.except_columns, *(cdc.track_history or ()))
+                   if c not in source]:
+        raise ValueError(f"{source_file}: flow {cdc.flow} names columns {missing} that {cdc.source} does not have")
+    columns = _cdc_columns(cdc, source)
+    return replace(target, cdc=cdc, columns=columns, key=columns[0][0], upstream=(cdc.source,))
 
 
 def _nested(tables: dict[str, dict[str, str]]) -> dict[str, dict[str, dict[str, str]]]:
@@ -288,18 +389,29 @@ def _commented_columns(query: exp.Query) -> dict[str, str]:
 def read_pipeline(files: Sequence[Path]) -> tuple[PipelineTable, ...]:
     """The tables declared in ``files``, in declaration order; each may read the ones before it.
     A column is described where it is defined, once: a name means the same in every table."""
-    tables: list[PipelineTable] = []
+    tables: dict[str, PipelineTable] = {}
     known: dict[str, dict[str, str]] = {}
     described = {RESCUED_DATA: "Auto Loader's rescue column: the values of columns the declared schema "
-                               "does not have, as JSON (NULL when the file has none)."}
+                               "does not have, as JSON (NULL when the file has none).",
+                 START_AT: "AUTO CDC (SCD type 2): the _sequence of the change the version began with.",
+                 END_AT: "AUTO CDC (SCD type 2): the _sequence of the change that ended the version "
+                         "(NULL while it holds)."}
     for path in files:
         for statement in _split_statements(path.read_text()):
-            table = _parse_statement(statement, known, _display_path(path))
-            tables.append(table)
+            if re.match(r"CREATE\s+FLOW\b", statement, re.IGNORECASE):
+                name, cdc = _parse_flow(statement, _display_path(path))
+                if name not in tables or tables[name].kind != "streaming table" or tables[name].query is not None:
+                    raise ValueError(f"{_display_path(path)}: flow {cdc.flow} feeds {name}, which must be declared "
+                                     "before it as a streaming table without a query")
+                table = _fed_by(tables[name], cdc, known, _display_path(path))
+            else:
+                table = _parse_statement(statement, known, _display_path(path))
+            tables[table.name] = table
             known[table.name] = dict(table.columns)
-            described = {**_commented_columns(table.query), **described}
+            if table.query is not None:
+                described = {**_commented_columns(table.query), **described}
     return tuple(replace(table, column_descriptions={name: described[name] for name, _ in table.columns
-                                                     if name in described}) for table in tables)
+                                                     if name in described}) for table in tables.values())
 
 
 def pipeline_settings() -> dict:
@@ -315,4 +427,7 @@ def pipeline_files() -> list[Path]:
 @cache
 def pipeline_tables() -> tuple[PipelineTable, ...]:
     """Every table of the DLT pipeline batch_ecomm_pipeline, in dependency order."""
-    return read_pipeline(pipeline_files())
+    tables = read_pipeline(pipeline_files())
+    if unfed := [t.name for t in tables if t.query is None and t.cdc is None]:
+        raise ValueError(f"streaming tables {unfed} have neither a query nor a flow that feeds them")
+    return tables

@@ -2,7 +2,7 @@
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -76,15 +76,30 @@ class SourceSnapshot:
         self._connection = connection
         self.taken_at = taken_at
 
-    def copy_changed_rows(self, table: str, start: datetime, end: datetime, out: BinaryIO) -> int:
-        """Stream the rows of ``table`` with ``start <= updated_at < end`` to ``out`` as CSV with a
-        header; timestamps in UTC. Returns the rows written."""
-        return self._copy(changed_rows_query(table, start, end), out)
+    def copy_changed_rows(self, table: str, start: datetime | None, end: datetime, out: BinaryIO,
+                          future_dated: bool = False) -> int:
+        """Stream the rows of ``table`` with ``start <= updated_at < end`` (no lower bound without
+        ``start``) to ``out`` as CSV with a header; timestamps in UTC. With ``future_dated``, also
+        the rows whose ``updated_at`` is later than the snapshot itself (a clock ahead, a date typed
+        wrong): landed by the extract that sees them, not held back until their day. Returns the
+        rows written."""
+        return self._copy(changed_rows_query(table, start, end, self.taken_at if future_dated else None), out)
 
     def copy_key_versions(self, table: str, versions_before: datetime, out: BinaryIO) -> int:
         """Stream every primary key of ``table`` with its ``updated_at`` to ``out`` (see
         ``key_versions_query``). Returns the rows written."""
         return self._copy(key_versions_query(table, versions_before), out)
+
+    def copy_deleted_keys(self, table: str, out: BinaryIO) -> int:
+        """Stream the keys of the previous key snapshot that ``table`` no longer holds (deleted since)
+        to ``out``: each with ``_deleted`` true and the snapshot's time as its ``updated_at`` (when the
+        extract saw it gone), the table's other columns left out. Returns the rows written."""
+        source = _known(table)
+        return self._copy(sql.SQL(
+            "SELECT DISTINCT previous.key AS {key}, now() AS updated_at, true AS _deleted FROM {previous} AS previous"
+            " WHERE previous.key IS NOT NULL AND NOT EXISTS (SELECT FROM {table} WHERE {table}.{key} = previous.key)"
+            " ORDER BY 1").format(key=sql.Identifier(source.primary_key), table=sql.Identifier(source.name),
+                                  previous=sql.Identifier(_previous_keys(table))), out)
 
     def _copy(self, query: sql.Composed, out: BinaryIO) -> int:
         """COPY the query's result to ``out`` as CSV with a header; returns the rows written."""
@@ -101,11 +116,15 @@ class SourceSnapshot:
             return cursor.rowcount
 
 
-def changed_rows_query(table: str, start: datetime, end: datetime) -> sql.Composed:
-    """The rows of ``table`` changed in ``[start, end)``: a plain range on the indexed ``updated_at``."""
+def changed_rows_query(table: str, start: datetime | None, end: datetime, after: datetime | None = None
+                       ) -> sql.Composed:
+    """The rows of ``table`` changed in ``[start, end)`` (before ``end`` without ``start``), and after
+    ``after`` if given: plain ranges on the indexed ``updated_at``."""
+    since = sql.SQL("updated_at >= {} AND ").format(start) if start else sql.SQL("")
+    later = sql.SQL(" OR updated_at > {}").format(after) if after else sql.SQL("")
     return sql.SQL(
-        "SELECT * FROM {table} WHERE updated_at >= {start} AND updated_at < {end} ORDER BY updated_at, 1"
-    ).format(table=sql.Identifier(_known(table).name), start=start, end=end)
+        "SELECT * FROM {table} WHERE ({since}updated_at < {end}){later} ORDER BY updated_at, 1"
+    ).format(table=sql.Identifier(_known(table).name), since=since, end=end, later=later)
 
 
 def key_versions_query(table: str, versions_before: datetime) -> sql.Composed:
@@ -115,6 +134,28 @@ def key_versions_query(table: str, versions_before: datetime) -> sql.Composed:
     return sql.SQL(
         "SELECT {key}, CASE WHEN updated_at < {before} THEN updated_at END AS updated_at FROM {table} ORDER BY {key}"
     ).format(key=sql.Identifier(source.primary_key), table=sql.Identifier(source.name), before=versions_before)
+
+
+def _previous_keys(table: str) -> str:
+    """The temporary table that holds the previous key snapshot of ``table`` during an extract."""
+    return f"previous_keys_{table}"
+
+
+def _load_previous_keys(connection: psycopg.Connection, table: str,
+                        opener: AbstractContextManager[BinaryIO | None]) -> None:
+    """The previous key snapshot of ``table`` (its CSV: key, updated_at) as a temporary table; empty
+    when there was none. Loaded before the read-only snapshot begins, which may not create tables."""
+    source = _known(table)
+    [key_type] = [type_ for name, type_ in source.columns if name == source.primary_key]
+    connection.execute(sql.SQL("CREATE TEMPORARY TABLE {} (key {}, updated_at text)").format(
+        sql.Identifier(_previous_keys(table)), sql.SQL(key_type)))
+    with opener as stream, connection.cursor() as cursor:
+        if stream is None:
+            return
+        with cursor.copy(sql.SQL("COPY {} FROM STDIN WITH (FORMAT csv, HEADER true)").format(
+                sql.Identifier(_previous_keys(table)))) as copy:
+            while chunk := stream.read(_WRITE_BATCH_BYTES):
+                copy.write(chunk)
 
 
 def _known(table: str) -> SourceTable:
@@ -167,16 +208,22 @@ class SourceDatabase(dg.ConfigurableResource):
             yield connection
 
     @contextmanager
-    def snapshot(self, log: dg.DagsterLogManager, holder: str) -> Iterator[SourceSnapshot]:
+    def snapshot(self, log: dg.DagsterLogManager, holder: str,
+                 previous_keys: dict[str, AbstractContextManager[BinaryIO | None]] | None = None
+                 ) -> Iterator[SourceSnapshot]:
         """Take the extract lock, then open one consistent read-only snapshot of ecomm-db.
 
         ``holder`` (the Dagster run id) names this extract in ``pg_stat_activity``, so that another
-        extract waiting for the lock can say which run holds it.
+        extract waiting for the lock can say which run holds it. ``previous_keys`` opens, per
+        table, the key snapshot the extract before landed (None where there is none): it is loaded
+        into a temporary table first, for ``copy_deleted_keys``.
         """
         with self.connect(f"{APPLICATION_NAME} run {holder}") as connection:
             connection.autocommit = True
             self._take_extract_lock(connection, log)
             connection.execute("SET TIME ZONE 'UTC'")
+            for table, opener in (previous_keys or {}).items():
+                _load_previous_keys(connection, table, opener)
             connection.isolation_level = IsolationLevel.REPEATABLE_READ
             connection.read_only = True
             with connection.transaction():
