@@ -47,6 +47,7 @@ instance:
 run: install manifest instance
 	@$(PY) -m ecomm_assets.local_stack up
 	@$(PY) -m ecomm_assets.local_stack seed
+	@$(FIRST_DAY) $(PY) -m ecomm_assets.local_stack replay
 	@$(FIRST_DAY) $(PY) -m ecomm_assets.local_stack build $(DAYS)
 	@$(PY) -m ecomm_assets.local_stack summary
 	@echo "\nBrowse the lineage, runs and checks: make dev, then open http://127.0.0.1:3000"

@@ -1,14 +1,18 @@
 """Command line for the local stack: ``python -m ecomm_assets.local_stack <command>``.
 
   up               start the embedded PostgreSQL (ecomm-db) under ECOMM_HOME
-  seed [DAYS]      fill the source tables with DAYS (30) of demo data, unless already seeded
-  build [DAYS]     materialize every asset for DAYS (FIRST...LAST or one day; default every
-                   seeded day) in one run, unless done already; one line per step here,
-                   Dagster's whole log in a file
+  seed [DAYS]      fill the source tables with the demo shop as it stood DAYS (30) days ago, and
+                   stage its changes since, unless already seeded
+  replay           apply each seeded day's changes to ecomm-db, then land that day's partition,
+                   as the 01:00 schedule would have; days landed already are skipped
+  build [DAYS]     materialize every asset for DAYS (FIRST...LAST or one day) in one run, unless
+                   done already; without DAYS, every seeded day after the replay (the landing is
+                   done). One line per step here, Dagster's whole log in a file
   summary          print the KPIs that dbt built
   down             stop the embedded PostgreSQL
 """
 
+import logging
 import os
 import sys
 import time
@@ -23,11 +27,14 @@ import duckdb
 import psycopg
 
 from ecomm_assets import environment
+from ecomm_assets.extract.landing_zone import partition_folder
 from ecomm_assets.partitions import ingestion_date_partitions
 from ecomm_assets.source import demo_data
 from ecomm_assets.source.embedded_server import EmbeddedPostgres, server_version
 
 SEED_STATE = "seeded_window.txt"
+DAYS_BEFORE = 60  # the demo shop's orders before its window: the first partition loads them
+LOOKBACK_HOURS = 24  # as the landing assets' default
 
 
 def _server() -> EmbeddedPostgres:
@@ -49,10 +56,40 @@ def seed(days: int) -> None:
     end = _today_start()
     start = end - timedelta(days=days)
     with psycopg.connect(server.resource().conninfo()) as connection:
-        counts = demo_data.generate(connection, start, end)
+        demo_data.stage(connection, demo_data.plan(start, end, demo_data.DemoSize(days_before=DAYS_BEFORE)))
+        demo_data.apply_changes(connection, None, start)
+        counts = demo_data.counts(connection)
     first, last = start.date().isoformat(), (end - timedelta(days=1)).date().isoformat()
     (environment.ecomm_home() / SEED_STATE).write_text(f"{first}...{last}\n")
-    print(f"ecomm-db seeded with {counts}, changes from {first} to {last} (Asia/Bangkok)")
+    print(f"ecomm-db seeded with the demo shop as it stood on {first} (Asia/Bangkok): {counts}; its changes "
+          f"from {first} to {last} are staged in schema demo")
+
+
+def replay() -> None:
+    """Move ecomm-db through the seeded days one at a time, landing each day's partition after its
+    changes, with the same extract the landing assets run (outside a Dagster run: 30 runs would
+    take minutes). Each landed partition is recorded as a materialization of its landing asset."""
+    from ecomm_assets.extract.assets import land_extract  # here: the partitions start at ECOMM_FIRST_INGESTION_DATE
+
+    first, last = _seeded_window().split("...")
+    days = ingestion_date_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+    resources = environment.local_resources(environment.ecomm_home(), environment.local_pg_port())
+    landing_zone, server = resources["landing_zone"], _server()
+    todo = [day for day in days if not landing_zone.read_manifest(partition_folder("order_items", day))]
+    if not todo:
+        print(f"Every day {first} to {last} is landed already")
+        return
+    started = time.monotonic()
+    with dg.DagsterInstance.get() as instance, psycopg.connect(server.resource().conninfo()) as connection:
+        for day in todo:
+            window = ingestion_date_partitions.time_window_for_partition_key(day)
+            demo_data.apply_changes(connection, window.start, window.end)
+            for table, metadata in land_extract(resources["source_db"], landing_zone, list(demo_data.TABLES), [day],
+                                                LOOKBACK_HOURS, logging.getLogger("replay"), holder=f"replay of {day}"):
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(asset_key=["landing", table], partition=day, metadata=metadata))
+    print(f"Replayed {len(todo)} days of the shop into ecomm-db, landing each after its changes "
+          f"({time.monotonic() - started:.1f} s)")
 
 
 def _seeded_window() -> str:
@@ -135,11 +172,12 @@ def _partition_range(days: str) -> tuple[str, str]:
 
 
 def build(days: str | None) -> None:
-    """Materialize every asset for ``days`` (default: the seeded days) in one run of the local
-    Dagster instance."""
+    """Materialize every asset for ``days`` in one run of the local Dagster instance; without
+    ``days``, every asset but the landing (replayed already) for the seeded days."""
     first, last = _partition_range(days or _seeded_window())
     from ecomm_assets.definitions import defs  # here: the partitions start at ECOMM_FIRST_INGESTION_DATE
 
+    selection = dg.AssetSelection.all() if days else dg.AssetSelection.all() - dg.AssetSelection.groups("landing")
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     with dg.DagsterInstance.get() as instance:
         done = instance.get_run_records(dg.RunsFilter(tags=tags, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
@@ -152,7 +190,8 @@ def build(days: str | None) -> None:
         started = time.monotonic()
         with _output_to(log):
             result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-                instance=instance, tags=tags, raise_on_error=False)
+                instance=instance, tags=tags, raise_on_error=False,
+                asset_selection=list(selection.resolve(defs.resolve_asset_graph())))
         print("\n".join(_step_lines(instance, result.run_id)))
         print(f"Run {result.run_id} {'succeeded' if result.success else 'FAILED'} in "
               f"{time.monotonic() - started:.0f} s")
@@ -190,6 +229,8 @@ def main(argv: list[str]) -> None:
         print(f"ecomm-db (PostgreSQL {server_version()}) listening on 127.0.0.1:{environment.local_pg_port()}")
     elif command == "seed":
         seed(int(args[0]) if args else 30)
+    elif command == "replay":
+        replay()
     elif command == "build":
         build(args[0] if args else None)
     elif command == "summary":

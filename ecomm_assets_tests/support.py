@@ -21,7 +21,7 @@ ICT = ZoneInfo("Asia/Bangkok")
 # The small shop the tests run on: five days of life, 2026-03-01 to 2026-03-05 (ICT).
 FIRST_DAY = datetime(2026, 3, 1, tzinfo=ICT)
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05"]
-SMALL_SHOP = demo_data.DemoSize(customers=60, products=40, orders=400, invalid_orders=3, invalid_items=3)
+SMALL_SHOP = demo_data.DemoSize(customers=60, products=40, orders_per_day=80, invalid_orders=3, invalid_items=3)
 # Columns stamped with the time of the run; everything else must be reproducible.
 RUN_TIME_COLUMNS = {"_ingested_at", "_processed_at"}
 # Columns saying which landed file a row came from: they differ between two pipeline homes.

@@ -1,4 +1,5 @@
-"""The demo shop: big enough to be interesting, alive, and the same for the same seed."""
+"""The demo shop: big enough to be interesting, alive before and during its window, and the same
+for the same seed."""
 
 from datetime import timedelta
 
@@ -7,11 +8,15 @@ from support import FIRST_DAY, source_rows
 
 from ecomm_assets.source import demo_data
 
+WINDOW = 30
+SIZE = demo_data.DemoSize(days_before=60)
+END = FIRST_DAY + timedelta(days=WINDOW)
+
 
 def generate(postgres, seed):
     postgres.create_source_schema()
     with psycopg.connect(postgres.resource().conninfo()) as connection:
-        return demo_data.generate(connection, FIRST_DAY, FIRST_DAY + timedelta(days=30), seed=seed)
+        return demo_data.generate(connection, FIRST_DAY, END, SIZE, seed=seed)
 
 
 def snapshot(postgres):
@@ -19,23 +24,44 @@ def snapshot(postgres):
             for table in ("customers", "products", "orders", "order_items")}
 
 
-def test_thirty_days_of_a_living_shop(postgres):
+def test_a_shop_that_was_there_before_its_window_and_lives_on_in_it(postgres):
     counts = generate(postgres, seed=1)
 
-    assert counts == {"customers": 1_000, "products": 500, "orders": 10_000, "order_items": 30_000}
-    [(first, last)] = source_rows(postgres, """
-        SELECT min(least(c.updated_at, c.created_at)), max(c.updated_at) FROM (
-          SELECT created_at, updated_at FROM customers UNION ALL SELECT created_at, updated_at FROM products
-          UNION ALL SELECT created_at, updated_at FROM orders UNION ALL SELECT created_at, updated_at FROM order_items) c""")
-    assert FIRST_DAY <= first and last < FIRST_DAY + timedelta(days=30)
+    assert counts["customers"] == SIZE.customers and counts["products"] == SIZE.products
+    daily = source_rows(postgres, """SELECT (ordered_at AT TIME ZONE 'Asia/Bangkok')::date, count(*),
+        extract(isodow FROM (ordered_at AT TIME ZONE 'Asia/Bangkok')::date) FROM orders GROUP BY 1""")
+    assert len(daily) == WINDOW + SIZE.days_before  # every day has orders, the first as many as the last
+    assert all(0.8 * SIZE.orders_per_day <= n <= 1.3 * SIZE.orders_per_day for _, n, _ in daily)
+    by_weekday = {d: sum(n for _, n, dow in daily if dow == d) for d in range(1, 8)}
+    assert by_weekday[6] > by_weekday[1]  # more on Saturdays than on Mondays
+    [(signed_up_before, new_in_window)] = source_rows(postgres, f"""SELECT count(*) FILTER (WHERE created_at <
+        '{FIRST_DAY.isoformat()}'), count(*) FILTER (WHERE created_at >= '{FIRST_DAY.isoformat()}') FROM customers""")
+    assert signed_up_before > 900 and 30 <= new_in_window <= 200
+    [(window_orders, returning)] = source_rows(postgres, f"""
+        WITH o AS (SELECT customer_id, ordered_at, min(ordered_at) OVER (PARTITION BY customer_id) AS first FROM orders)
+        SELECT count(*), count(*) FILTER (WHERE first < '{FIRST_DAY.isoformat()}') FROM o
+        WHERE ordered_at >= '{FIRST_DAY.isoformat()}'""")
+    assert returning > 0.6 * window_orders  # most of the window's orders come from customers who ordered before
     statuses = dict(source_rows(postgres, "SELECT status, count(*) FROM orders GROUP BY 1"))
     assert set(statuses) == {"pending", "shipped", "delivered", "cancelled", "returned"}
-    assert statuses["returned"] == demo_data.DemoSize().invalid_orders  # breaks the contract on purpose
-    [(moved_on_later_day,)] = source_rows(postgres, """SELECT count(*) FROM orders
-        WHERE (updated_at AT TIME ZONE 'Asia/Bangkok')::date > (ordered_at AT TIME ZONE 'Asia/Bangkok')::date""")
-    [(repriced,)] = source_rows(postgres, "SELECT count(*) FROM products WHERE updated_at > created_at + interval '1 day'")
-    [(moved_city,)] = source_rows(postgres, "SELECT count(*) FROM customers WHERE updated_at > created_at")
-    assert moved_on_later_day > 5_000 and repriced > 50 and moved_city > 50
+    assert statuses["returned"] == SIZE.invalid_orders  # breaks the contract on purpose
+    [(negative,)] = source_rows(postgres, "SELECT count(*) FROM order_items WHERE item_price < 0")
+    assert negative == SIZE.invalid_items
+
+
+def test_the_window_holds_the_changes_history_is_made_of(postgres):
+    """In the window some customers move (a few twice), products are repriced and orders move on:
+    what the day-by-day replay of `make run` turns into versions in Silver's history."""
+    postgres.create_source_schema()
+    with psycopg.connect(postgres.resource().conninfo()) as connection:
+        demo_data.stage(connection, demo_data.plan(FIRST_DAY, END, SIZE, seed=1))
+    in_window = f"updated_at >= '{FIRST_DAY.isoformat()}'"
+    [(moved_twice,)] = source_rows(postgres, f"""SELECT count(*) FROM (SELECT customer_id FROM demo.customers
+        WHERE {in_window} GROUP BY 1 HAVING count(DISTINCT city) = 2 AND count(*) = 2) t""")
+    [(repriced,)] = source_rows(postgres, f"SELECT count(DISTINCT product_id) FROM demo.products WHERE {in_window}")
+    [(delivered,)] = source_rows(postgres, f"SELECT count(*) FROM demo.orders WHERE status = 'delivered' AND {in_window}")
+    [(deleted,)] = source_rows(postgres, "SELECT count(*) FROM demo.deleted WHERE source_table = 'orders'")
+    assert moved_twice >= 10 and repriced >= 25 and delivered >= 5_000 and deleted == SIZE.deleted_orders
 
 
 def test_the_same_seed_gives_the_same_shop(postgres):

@@ -499,7 +499,7 @@ SELECT 'fact_orders', order_item_id, count(*) FROM silver.fact_orders
    GROUP BY order_item_id HAVING order_item_id IS NULL OR count(*) > 1;
 
 CREATE OR REFRESH MATERIALIZED VIEW silver.history_violations (
-  CONSTRAINT sound_history EXPECT (current_versions = expected_current_versions AND gaps = 0 AND overlaps = 0)
+  CONSTRAINT sound_history EXPECT (current_versions = expected_current_versions AND gaps = 0 AND overlapping = 0)
     ON VIOLATION FAIL UPDATE
 )
 COMMENT 'The keys whose history is not sound: a key Silver holds has exactly one current version, a deleted key none, and the versions of a key follow each other without gap or overlap. Empty, or the update fails.'
@@ -529,7 +529,7 @@ AS WITH versions AS (
     count(DISTINCT held.key) AS expected_current_versions,
     count_if(chained.previous_valid_to < chained.valid_from) AS gaps,
     count_if(chained.previous_valid_from IS NOT NULL
-             AND coalesce(chained.previous_valid_to > chained.valid_from, true)) AS overlaps
+             AND coalesce(chained.previous_valid_to > chained.valid_from, true)) AS overlapping
   FROM chained
   FULL JOIN held ON held.history = chained.history AND held.key = chained.key
   GROUP BY 1, 2
@@ -540,6 +540,6 @@ SELECT
   current_versions,  -- Its versions that hold now.
   expected_current_versions,  -- 1 while Silver holds the key, 0 once it was deleted.
   gaps,  -- Versions that begin after the one before ended.
-  overlaps  -- Versions that begin before the one before ended.
+  overlapping  -- Versions that begin before the one before ended.
 FROM by_key
-WHERE current_versions <> expected_current_versions OR gaps > 0 OR overlaps > 0;
+WHERE current_versions <> expected_current_versions OR gaps > 0 OR overlapping > 0;

@@ -1,5 +1,7 @@
 """Landing assets: the nightly extract of each ecomm-db table into the landing zone."""
 
+import logging
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from functools import partial
 
@@ -55,28 +57,20 @@ def _landing_spec(table: SourceTable) -> dg.AssetSpec:
     )
 
 
-@dg.multi_asset(
-    specs=[_landing_spec(table) for table in source_tables().values()],
-    partitions_def=ingestion_date_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    can_subset=True,
-)
-def landing_extracts(
-    context: dg.AssetExecutionContext, config: ExtractConfig, source_db: SourceDatabase,
-    landing_zone: LandingZone,
-):
-    """Land each selected table's changed rows for the run's ingestion dates, the keys deleted since
-    the extract before, and its key snapshot, all read from one snapshot of ecomm-db."""
-    dates = run_ingestion_dates(context)
-    tables = sorted(key.path[-1] for key in context.selected_asset_keys)
-    lookback = timedelta(hours=config.lookback_hours)
+def land_extract(source_db: SourceDatabase, landing_zone: LandingZone, tables: Sequence[str], dates: Sequence[str],
+                 lookback_hours: int, log: dg.DagsterLogManager | logging.Logger, holder: str
+                 ) -> Iterator[tuple[str, dict]]:
+    """Land each table's changed rows for ``dates``, the keys deleted since the extract before, and
+    its key snapshot, all read from one snapshot of ecomm-db; yields each table's materialization
+    metadata as it lands. ``holder`` names the extract to one waiting for the lock (a run id)."""
+    lookback = timedelta(hours=lookback_hours)
     due_before = ingestion_date_partitions.time_window_for_partition_key(dates[-1]).end
     first_partition = ingestion_date_partitions.get_first_partition_key()
     previous_keys = {table: landing_zone.open(f"{key_snapshot_folder(table)}/{key_snapshot_file(table)}")
                      for table in tables}
-    with source_db.snapshot(context.log, holder=context.run.run_id, previous_keys=previous_keys) as snapshot:
+    with source_db.snapshot(log, holder=holder, previous_keys=previous_keys) as snapshot:
         extract = {"extract_id": extract_id(snapshot.taken_at), "snapshot_at": snapshot.taken_at.isoformat(),
-                   "dagster_run_id": context.run.run_id}
+                   "dagster_run_id": holder}
         for table in tables:
             landed = []
             for date in dates:
@@ -92,7 +86,7 @@ def landing_extracts(
                     files[deleted_keys_file(table, extract["extract_id"])] = partial(snapshot.copy_deleted_keys, table)
                 manifest = landing_zone.land(
                     partition_folder(table, date), files,
-                    {**extract, "table": table, "ingestion_date": date, "lookback_hours": config.lookback_hours,
+                    {**extract, "table": table, "ingestion_date": date, "lookback_hours": lookback_hours,
                      "updated_at_from": start.isoformat() if start else None, "updated_at_to": window.end.isoformat()})
                 changes = manifest["files"][changes_file(table, extract["extract_id"])]
                 deleted = manifest["files"].get(deleted_keys_file(table, extract["extract_id"]), {"rows": 0})
@@ -100,8 +94,8 @@ def landing_extracts(
                                "bytes": changes["bytes"], "sha256": changes["sha256"],
                                "updated_at_from": manifest["updated_at_from"],
                                "updated_at_to": manifest["updated_at_to"]})
-                context.log.info(f"{table} {date}: {changes['rows']} rows, {changes['bytes']} bytes, "
-                                 f"{deleted['rows']} deleted keys -> {landing_zone.uri(partition_folder(table, date))}")
+                log.info(f"{table} {date}: {changes['rows']} rows, {changes['bytes']} bytes, "
+                         f"{deleted['rows']} deleted keys -> {landing_zone.uri(partition_folder(table, date))}")
             # The key snapshot lands last: the keys deleted since the one it replaces are landed by then,
             # so a run that dies before this point finds them again.
             key_snapshot = landing_zone.land(
@@ -109,18 +103,33 @@ def landing_extracts(
                 {key_snapshot_file(table): partial(snapshot.copy_key_versions, table, due_before)},
                 {**extract, "table": table, "versions_before": due_before.isoformat()})
             [keys] = key_snapshot["files"].values()
-            yield dg.MaterializeResult(
-                asset_key=["landing", table],
-                metadata={
-                    "dagster/row_count": sum(p["rows"] for p in landed),
-                    "bytes": sum(p["bytes"] for p in landed),
-                    "deleted_keys": sum(p["deleted_keys"] for p in landed),
-                    "snapshot_at": snapshot.taken_at.isoformat(),
-                    "extract_id": extract["extract_id"],
-                    "updated_at_from": landed[0]["updated_at_from"],
-                    "updated_at_to": landed[-1]["updated_at_to"],
-                    "keys_in_source": keys["rows"],
-                    "path": dg.MetadataValue.path(landing_zone.uri(table)),
-                    "partitions": dg.MetadataValue.json(landed),
-                },
-            )
+            yield table, {
+                "dagster/row_count": sum(p["rows"] for p in landed),
+                "bytes": sum(p["bytes"] for p in landed),
+                "deleted_keys": sum(p["deleted_keys"] for p in landed),
+                "snapshot_at": snapshot.taken_at.isoformat(),
+                "extract_id": extract["extract_id"],
+                "updated_at_from": landed[0]["updated_at_from"],
+                "updated_at_to": landed[-1]["updated_at_to"],
+                "keys_in_source": keys["rows"],
+                "path": dg.MetadataValue.path(landing_zone.uri(table)),
+                "partitions": dg.MetadataValue.json(landed),
+            }
+
+
+@dg.multi_asset(
+    specs=[_landing_spec(table) for table in source_tables().values()],
+    partitions_def=ingestion_date_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    can_subset=True,
+)
+def landing_extracts(
+    context: dg.AssetExecutionContext, config: ExtractConfig, source_db: SourceDatabase,
+    landing_zone: LandingZone,
+):
+    """Land each selected table's changed rows for the run's ingestion dates, the keys deleted since
+    the extract before, and its key snapshot, all read from one snapshot of ecomm-db."""
+    tables = sorted(key.path[-1] for key in context.selected_asset_keys)
+    for table, metadata in land_extract(source_db, landing_zone, tables, run_ingestion_dates(context),
+                                        config.lookback_hours, context.log, holder=context.run.run_id):
+        yield dg.MaterializeResult(asset_key=["landing", table], metadata=metadata)
