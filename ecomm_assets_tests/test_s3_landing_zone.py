@@ -85,15 +85,22 @@ def test_the_next_extract_aborts_the_upload_a_killed_one_left(landing):
     assert sorted(objects(landing)) == [f"{PARTITION}/_manifest.json", f"{PARTITION}/orders__B.csv"]
 
 
-def test_the_bucket_lifecycle_rule_clears_uploads_nobody_finished(landing):
+def test_the_bucket_lifecycle_rules_clear_unfinished_uploads_and_retired_extracts(landing):
     """The parts of an upload no extract completed or aborted (a killed run on the last day of a
-    backfill) cost storage until removed: S3 takes the rule and keeps it on the extracts' prefix."""
+    backfill) cost storage until removed; an extract that a later one superseded and that Bronze
+    has read in full is retired (tagged) and expires a week after it landed. S3 takes the rules."""
     rules = json.loads((REPO_ROOT / "dlt_notebooks/security/landing_bucket_lifecycle.json").read_text())
     client = landing.s3.get_client()
     client.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration=rules)
-    [rule] = client.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
-    assert rule["Status"] == "Enabled" and rule["Filter"] == {"Prefix": "ecomm_db_extracts/"}
-    assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    uploads, retired = client.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    assert uploads["Status"] == "Enabled" and uploads["Filter"] == {"Prefix": "ecomm_db_extracts/"}
+    assert uploads["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert retired["Expiration"] == {"Days": 7}
+    [tag] = retired["Filter"]["And"]["Tags"]
+
+    landing.land("orders/ingestion_date=2026-03-02", {"orders__A.csv": writing(b"order_id\n1\n")}, {})
+    landing.retire("orders/ingestion_date=2026-03-02/orders__A.csv")
+    assert client.get_object_tagging(Bucket=BUCKET, Key=f"{PARTITION}/orders__A.csv")["TagSet"] == [tag]
 
 
 def test_each_extract_lands_new_objects_and_never_rewrites_one(shop, landing):

@@ -16,6 +16,12 @@ reader takes only files a manifest names. The key snapshot is a snapshot, not a 
 extract replaces it under the same name (its manifest is removed first, so a reader never takes
 the old manifest for the new file). Anything else in a folder (a file a killed extract left
 before its manifest, a temporary file) is removed by the next extract of that folder.
+
+Retention: a file goes only once a later extract of its partition superseded it and Bronze holds
+every row of it (Bronze is never reset, so no refresh needs the file again); the lakehouse step
+retires such files. Locally they are removed then; on S3 they are tagged, and the bucket's
+lifecycle rule (``dlt_notebooks/security/landing_bucket_lifecycle.json``) removes tagged objects
+seven days after they landed. Current files and the key snapshot stay.
 """
 
 import hashlib
@@ -115,6 +121,10 @@ class LandingZone(dg.ConfigurableResource, ABC):
         return json.loads(found) if found is not None else None
 
     @abstractmethod
+    def retire(self, key: str) -> None:
+        """``key`` is superseded and Bronze holds all its rows: let retention remove it."""
+
+    @abstractmethod
     def open(self, key: str) -> AbstractContextManager[BinaryIO | None]:
         """``key`` to read as a stream, or None if there is no such file."""
 
@@ -167,6 +177,9 @@ class LocalLandingZone(LandingZone):
         return path.read_bytes() if path.exists() else None
 
     def _delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def retire(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
     @contextmanager

@@ -9,6 +9,9 @@ from dagster_aws.s3 import S3Resource
 
 from ecomm_assets.extract.landing_zone import EXTRACTS_PREFIX, LandingZone
 
+# The object tag the bucket's lifecycle rule expires (dlt_notebooks/security/landing_bucket_lifecycle.json).
+RETIREMENT_TAG = "ecomm-retention"
+
 
 class _MultipartUpload(io.RawIOBase):
     """A write-only stream into one S3 object: parts go up as they fill, memory stays one part."""
@@ -82,6 +85,11 @@ class S3LandingZone(LandingZone):
             return client.get_object(Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}")["Body"].read()
         except client.exceptions.NoSuchKey:
             return None
+
+    def retire(self, key: str) -> None:
+        self.s3.get_client().put_object_tagging(
+            Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}",
+            Tagging={"TagSet": [{"Key": RETIREMENT_TAG, "Value": "superseded-and-ingested"}]})
 
     @contextmanager
     def open(self, key: str) -> Iterator[BinaryIO | None]:

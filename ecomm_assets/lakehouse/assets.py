@@ -166,6 +166,19 @@ def _manifest_evaluations(table: PipelineTable, update: TableUpdate, dates: Sequ
     return evaluations
 
 
+def _retire_read_superseded_files(table: PipelineTable, update: TableUpdate, dates: Sequence[str],
+                                  landing_zone: LandingZone, log: dg.DagsterLogManager) -> None:
+    """Hand to retention the superseded files of ``dates`` that ``table`` holds in full: no refresh
+    needs them again (Bronze is never reset)."""
+    for date in dates:
+        folder = partition_folder(table.landing_table, date)
+        superseded = (landing_zone.read_manifest(folder) or {}).get("superseded", {})
+        for name, entry in superseded.items():
+            if update.rows_by_file.get(f"{folder}/{name}") == entry["rows"]:
+                landing_zone.retire(f"{folder}/{name}")
+                log.info(f"{folder}/{name}: superseded and read in full by {table.name}, retired")
+
+
 def _materializations_of_run(context: dg.AssetExecutionContext, key: dg.AssetKey, dates: Sequence[str]
                              ) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
     """The materialization this run recorded for each date of ``key``: what its checks looked at."""
@@ -224,6 +237,8 @@ def lakehouse_tables(
                        for result in update.expectations}
         if table.read_files:
             evaluations[MANIFEST_CHECK] = _manifest_evaluations(table, update, dates, landing_zone)
+        if table.read_files and table.kind == "streaming table":
+            _retire_read_superseded_files(table, update, dates, landing_zone, context.log)
         targets = _materializations_of_run(context, key, dates)
         for check_name, by_date in evaluations.items():
             check_key = dg.AssetCheckKey(key, check_name)

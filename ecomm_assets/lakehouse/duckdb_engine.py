@@ -281,7 +281,8 @@ class DuckDBLakehouse(LakehouseEngine):
     def _ingest(self, connection, table: PipelineTable, ingestion_dates: Sequence[str]) -> TableUpdate:
         """Streaming table over landed files: read every file a manifest vouches for that the table
         has not read yet, as Auto Loader does; the run's ingestion dates must have landed, and their
-        current files are checked against their manifests again."""
+        current files are checked against their manifests again. Reports the rows held from each
+        file of those dates' folders it has read."""
         run_files = [path for date in ingestion_dates for path in self._current_files(table, date)]
         read = self._files_read(connection, table.name)
         new = self._named_files(table, skip=set(read))
@@ -301,8 +302,11 @@ class DuckDBLakehouse(LakehouseEngine):
             read.update({str(path): counted.get(str(path), 0) for path in new})
         elif not self._exists(connection, table):
             raise FileNotFoundError(f"{table.name}: nothing landed at {table.read_files.glob}; run the extract first")
+        folders = {str(path.parent) for path in run_files}
+        earlier = {self._relative(file): rows for file, rows in read.items()
+                   if str(Path(file).parent) in folders and Path(file) not in run_files}
         return TableUpdate(table.name, self._count(connection, table),
-                           rows_by_file=self._checked_rows(table, read, run_files))
+                           rows_by_file={**earlier, **self._checked_rows(table, read, run_files)})
 
     # --- streams and AUTO CDC --------------------------------------------------------------------------
 
