@@ -144,7 +144,8 @@ def test_the_landing_bucket_policy_keeps_the_extracts_to_two_roles():
     # what S3LandingZone does to the extracts: read, write (multipart), delete, and abort a failed
     # upload (a denied abort would replace the extract's own error with AccessDenied)
     [extractor] = [s for s in policy["Statement"] if s["Sid"] == "ExtractorWritesExtracts"]
-    assert set(extractor["Action"]) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
+    assert set(extractor["Action"]) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
+                                        "s3:PutObjectTagging"}  # retiring superseded extracts
 
 
 def test_prod_deploys_into_the_deploying_principals_own_folder():

@@ -65,8 +65,8 @@ def test_no_secret_leaks_from_a_production_run(prod_env, capfd):
     def warehouse(statement: str) -> list[list[str]]:
         """Bronze on the warehouse holds what the extract landed; Silver one order with a bad status."""
         if "FROM ecomm_dw.bronze.orders WHERE _ingestion_date IN (DATE'2026-03-02')" in statement:
-            [(name, landed)] = landing.read_manifest("orders/ingestion_date=2026-03-02")["files"].items()
-            return [[f"{landing.extracts_root}/orders/ingestion_date=2026-03-02/{name}", str(landed["rows"])]]
+            return [[f"{landing.extracts_root}/orders/ingestion_date=2026-03-02/{name}", str(landed["rows"])]
+                    for name, landed in landing.read_manifest("orders/ingestion_date=2026-03-02")["files"].items()]
         if "FROM silver.orders GROUP BY 1" in statement:  # rows and failures per ingestion date
             return [["2026-03-02", "80", "0", "1"]]
         if "FROM ecomm_dw.silver.orders WHERE NOT" in statement:  # a sample of the failing keys

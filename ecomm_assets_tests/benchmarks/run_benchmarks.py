@@ -9,7 +9,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from ecomm_assets_tests.benchmarks import extract_bench, pipeline_bench
+from ecomm_assets_tests.benchmarks import extract_bench, history_bench, pipeline_bench
 
 
 def markdown(figures) -> str:
@@ -30,7 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ecomm-bench-") as workdir:
-        figures = extract_bench.run(Path(workdir), args.quick) + pipeline_bench.run(Path(workdir), args.quick)
+        figures = (extract_bench.run(Path(workdir), args.quick) + pipeline_bench.run(Path(workdir), args.quick)
+                   + history_bench.run(Path(workdir), args.quick))
     (args.out / "results.json").write_text(json.dumps([f.as_dict() for f in figures], indent=2))
     table = markdown(figures)
     (args.out / "results.md").write_text(table)
