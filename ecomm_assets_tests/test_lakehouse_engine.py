@@ -110,12 +110,8 @@ def test_silver_takes_the_latest_extract_drops_deleted_keys_and_counts_bad_ones(
          'x1,Bad,Id,bad@x.com,Hanoi,Vietnam,2026-03-01 01:00:00+00,2026-03-01 01:00:00+00\n'
          ',No,Id,none@x.com,Hanoi,Vietnam,2026-03-01 01:00:00+00,2026-03-01 01:00:00+00\n',
          deleted="customer_id,updated_at,_deleted\n")
-    # The next extract: customer 1 is back in Bangkok under a back-dated updated_at (a transaction
-    # that began before the Phuket one and committed after it); customer 3 was deleted.
-    land(zone, "customers", "2026-03-02", CUSTOMERS +
-         '1,Ann,Lee,ann@x.com,Bangkok,Thailand,2026-03-01 01:00:00+00,2026-03-01 03:00:00+00\n',
-         deleted="customer_id,updated_at,_deleted\n3,2026-03-02 18:00:00+00,t\n", extract=EXTRACT_B)
-    land_keys(zone, "customers", "customer_id,updated_at\n1,2026-03-01 03:00:00+00\n2,2026-03-01 01:00:00+00\n")
+    land_keys(zone, "customers", "customer_id,updated_at\n1,2026-03-01 05:00:00+00\n2,2026-03-01 01:00:00+00\n"
+                                 "3,2026-03-01 01:00:00+00\n")
     with pytest.raises(FileNotFoundError, match="bronze.products_keys: nothing landed .*run the extract first"):
         engine.refresh([PIPELINE["bronze.products_keys"]], [], log)
     for table in ["products", "orders", "order_items"]:  # nothing else changed; the reconciliation reads them all
@@ -124,11 +120,22 @@ def test_silver_takes_the_latest_extract_drops_deleted_keys_and_counts_bad_ones(
         land_keys(zone, table, f"{key},updated_at\n")
     bronze = [t for t in pipeline_tables() if t.layer == "bronze"]
     silver = [t for t in pipeline_tables() if t.layer == "silver"]
-    engine.refresh(bronze + silver, ["2026-03-01"], log)
-    updates = {u.name: u for u in engine.refresh([PIPELINE["bronze.customers"]] + silver, ["2026-03-02"], log)}
+    first = {u.name: u for u in engine.refresh(bronze + silver, ["2026-03-01"], log)}
+    [valid_id] = first["silver.customers"].expectations  # counted on the rows the update wrote
+    assert (valid_id.passed_records, valid_id.failed_records) == (3, 2)
 
-    [valid_id] = updates["silver.customers"].expectations
-    assert (valid_id.passed_records, valid_id.failed_records) == (2, 2)
+    # The next extract: customer 1 is back in Bangkok under a back-dated updated_at (a transaction
+    # that began before the Phuket one and committed after it); customer 3 was deleted.
+    land(zone, "customers", "2026-03-02", CUSTOMERS +
+         '1,Ann,Lee,ann@x.com,Bangkok,Thailand,2026-03-01 01:00:00+00,2026-03-01 03:00:00+00\n',
+         deleted="customer_id,updated_at,_deleted\n3,2026-03-02 18:00:00+00,t\n", extract=EXTRACT_B)
+    land_keys(zone, "customers", "customer_id,updated_at\n1,2026-03-01 03:00:00+00\n2,2026-03-01 01:00:00+00\n")
+    updates = {u.name: u for u in engine.refresh([PIPELINE["bronze.customers"], PIPELINE["bronze.customers_keys"]]
+                                                 + silver, ["2026-03-02"], log)}
+    [valid_id] = updates["silver.customers"].expectations  # customer 1 only: the delete writes no row
+    assert (valid_id.passed_records, valid_id.failed_records) == (1, 0)
+    assert query(engine, "SELECT count(*) FILTER (WHERE len(_failed_rules) = 0), "
+                         "count(*) FILTER (WHERE array_contains(_failed_rules, 'valid_id')) FROM silver.customers") == [(2, 2)]
     assert query(engine, "SELECT customer_id, city, email FROM silver.dim_customer ORDER BY 1") == [
         (1, "Bangkok", "ann@x.com"), (2, "Hanoi", "")]  # an empty string stays one
     assert sorted(query(engine, "SELECT customer_id, _failed_rules, _source_file FROM silver.customers_quarantine"),
@@ -227,7 +234,7 @@ def test_bronze_reads_every_vouched_file_once_and_nothing_else(engine, zone):
 def test_a_full_refresh_recomputes_silver_from_bronze_which_it_keeps(engine, zone):
     land(zone, "customers", "2026-03-01",
          CUSTOMERS + "1,A,B,a@b.c,Bangkok,Thailand,2026-03-01 01:00:00+00,2026-03-01 01:00:00+00\n")
-    tables = [PIPELINE[name] for name in ["bronze.customers", "silver.customers_changes", "silver.customers_latest",
+    tables = [PIPELINE[name] for name in ["bronze.customers", "silver.customers_changes", "silver.customers",
                                           "silver.customers_history"]]
     engine.refresh(tables, ["2026-03-01"], log)
     before = {t.name: query(engine, f"SELECT * EXCLUDE (_processed_at) FROM {t.name}") for t in tables[1:]}
@@ -272,7 +279,7 @@ def test_a_run_of_lakehouse_checks_alone_refreshes_nothing_and_says_why(tmp_path
 
 # --- AUTO CDC: the same tables whatever the order the changes arrive in, and however often -------------
 
-CDC_TABLES = ["bronze.customers", "silver.customers_changes", "silver.customers_latest", "silver.customers_history"]
+CDC_TABLES = ["bronze.customers", "silver.customers_changes", "silver.customers", "silver.customers_history"]
 
 
 def random_history(rng: random.Random) -> list[dict]:
@@ -341,7 +348,7 @@ def expected_tables(extracts: list[dict]) -> tuple[list[tuple], list[tuple]]:
 
 
 def cdc_tables(engine: DuckDBLakehouse) -> tuple[list[tuple], list[tuple]]:
-    latest = query(engine, "SELECT customer_id, city, email FROM silver.customers_latest ORDER BY 1")
+    latest = query(engine, "SELECT customer_id, city, email FROM silver.customers ORDER BY 1")
     history = query(engine, "SELECT customer_id, city, email, __START_AT, __END_AT FROM silver.customers_history")
     return latest, sorted(history, key=repr)
 

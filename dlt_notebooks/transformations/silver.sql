@@ -7,12 +7,15 @@
 --    orders the changes: the later extract first, then updated_at. Ordering by extract is what the
 --    source says: an extract reads ecomm-db as it stands at its snapshot, so a later extract holds
 --    the newer truth even when an application wrote an older updated_at (a transaction stamps
---    now() when it begins, and may commit after one that began later).
--- 2. silver.<table>_latest: AUTO CDC (SCD type 1) of the change feed: the latest version of each
---    key, a deleted key removed. A row whose key does not parse is told apart by its values
---    (_row_key): each distinct one is kept, to be quarantined by valid_id.
--- 3. silver.<table>: the latest versions with the data contract's rules: _failed_rules lists the
---    rules a row breaks, and one expectation per rule counts them (the Dagster asset checks).
+--    now() when it begins, and may commit after one that began later). Each change of a customer,
+--    product or order carries _failed_rules, the data contract rules it breaks.
+-- 2. silver.customers, products, orders: AUTO CDC (SCD type 1) of the change feed: the latest
+--    version of each key, a deleted key removed, with the rules it breaks; one expectation per
+--    rule counts them (the Dagster asset checks). A row whose key does not parse is told apart by
+--    its values (_row_key): each distinct one is kept, to be quarantined by valid_id.
+-- 3. silver.order_items: an order line's rules depend on its order, customer and product too
+--    (valid_reference), so the latest lines (silver.order_items_latest, AUTO CDC) get their rules
+--    in a materialized view.
 -- 4. The star schema takes the rows that break no rule; silver.<table>_quarantine keeps the others,
 --    with the rules they broke and the file and ingestion date they came from. A quarantined row
 --    counts nowhere downstream, and an order line whose order, customer or product is quarantined
@@ -52,6 +55,9 @@ AS SELECT
   trim(landed.country) AS country,
   try_cast(landed.created_at AS TIMESTAMP) AS created_at,
   try_cast(landed.updated_at AS TIMESTAMP) AS updated_at,
+  filter(array(
+    if(try_cast(landed.customer_id AS BIGINT) IS NOT NULL, NULL, 'valid_id')
+  ), rule -> rule IS NOT NULL) AS _failed_rules,  -- The data contract rules the row breaks (empty: none).
   landed._deleted IS NOT NULL AS _deleted,  -- The key was deleted from ecomm-db (updated_at: when the extract saw it gone).
   named_struct('extracted_at', landed._extracted_at, 'updated_at', try_cast(landed.updated_at AS TIMESTAMP)) AS _sequence,  -- The order changes are applied in: the later extract first, then updated_at.
   landed._extracted_at,
@@ -67,10 +73,12 @@ LEFT ANTI JOIN bronze.customers AS earlier
   AND (earlier._extracted_at < landed._extracted_at
        OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date));
 
-CREATE OR REFRESH STREAMING TABLE silver.customers_latest
-COMMENT 'The latest version of each customer (AUTO CDC, SCD type 1), typed; a deleted customer is gone.';
+CREATE OR REFRESH STREAMING TABLE silver.customers (
+  CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id'))
+)
+COMMENT 'Every customer in ecomm-db at the latest extract, typed, in the version the source had then (AUTO CDC, SCD type 1), with the rules it breaks; a deleted customer is gone.';
 
-CREATE FLOW customers_latest AS AUTO CDC INTO silver.customers_latest
+CREATE FLOW customers AS AUTO CDC INTO silver.customers
 FROM STREAM(silver.customers_changes)
 KEYS (_row_key)
 APPLY AS DELETE WHEN _deleted
@@ -89,17 +97,6 @@ SEQUENCE BY _sequence
 COLUMNS * EXCEPT (_deleted, _sequence)
 STORED AS SCD TYPE 2
 TRACK HISTORY ON (first_name, last_name, email, city, country);
-
-CREATE OR REFRESH MATERIALIZED VIEW silver.customers (
-  CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id'))
-)
-COMMENT 'Every customer in ecomm-db at the latest extract, typed, in the version the source had then, with the rules it breaks.'
-AS SELECT
-  *,
-  filter(array(
-    if(customer_id IS NOT NULL, NULL, 'valid_id')
-  ), rule -> rule IS NOT NULL) AS _failed_rules  -- The data contract rules the row breaks (empty: none).
-FROM silver.customers_latest;
 
 CREATE VIEW silver.dim_customer
 COMMENT 'Clean customer profile: the current version of each customer that breaks no rule.'
@@ -127,6 +124,10 @@ AS SELECT
   try_cast(landed.unit_price AS DECIMAL(12, 2)) AS unit_price,
   try_cast(landed.created_at AS TIMESTAMP) AS created_at,
   try_cast(landed.updated_at AS TIMESTAMP) AS updated_at,
+  filter(array(
+    if(try_cast(landed.product_id AS BIGINT) IS NOT NULL, NULL, 'valid_id'),
+    if(try_cast(landed.unit_price AS DECIMAL(12, 2)) >= 0, NULL, 'valid_price')
+  ), rule -> rule IS NOT NULL) AS _failed_rules,
   landed._deleted IS NOT NULL AS _deleted,
   named_struct('extracted_at', landed._extracted_at, 'updated_at', try_cast(landed.updated_at AS TIMESTAMP)) AS _sequence,
   landed._extracted_at,
@@ -142,10 +143,13 @@ LEFT ANTI JOIN bronze.products AS earlier
   AND (earlier._extracted_at < landed._extracted_at
        OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date));
 
-CREATE OR REFRESH STREAMING TABLE silver.products_latest
-COMMENT 'The latest version of each product (AUTO CDC, SCD type 1), typed; a deleted product is gone.';
+CREATE OR REFRESH STREAMING TABLE silver.products (
+  CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id')),
+  CONSTRAINT valid_price EXPECT (NOT array_contains(_failed_rules, 'valid_price'))
+)
+COMMENT 'Every product in ecomm-db at the latest extract, typed, in the version the source had then (AUTO CDC, SCD type 1), with the rules it breaks; a deleted product is gone.';
 
-CREATE FLOW products_latest AS AUTO CDC INTO silver.products_latest
+CREATE FLOW products AS AUTO CDC INTO silver.products
 FROM STREAM(silver.products_changes)
 KEYS (_row_key)
 APPLY AS DELETE WHEN _deleted
@@ -164,19 +168,6 @@ SEQUENCE BY _sequence
 COLUMNS * EXCEPT (_deleted, _sequence)
 STORED AS SCD TYPE 2
 TRACK HISTORY ON (product_name, category, unit_price);
-
-CREATE OR REFRESH MATERIALIZED VIEW silver.products (
-  CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id')),
-  CONSTRAINT valid_price EXPECT (NOT array_contains(_failed_rules, 'valid_price'))
-)
-COMMENT 'Every product in ecomm-db at the latest extract, typed, in the version the source had then, with the rules it breaks.'
-AS SELECT
-  *,
-  filter(array(
-    if(product_id IS NOT NULL, NULL, 'valid_id'),
-    if(unit_price >= 0, NULL, 'valid_price')
-  ), rule -> rule IS NOT NULL) AS _failed_rules
-FROM silver.products_latest;
 
 CREATE VIEW silver.dim_product
 COMMENT 'Product details: the current name, category and list price of each product that breaks no rule.'
@@ -205,6 +196,11 @@ AS SELECT
   trim(landed.payment_method) AS payment_method,
   try_cast(landed.created_at AS TIMESTAMP) AS created_at,
   try_cast(landed.updated_at AS TIMESTAMP) AS updated_at,
+  filter(array(
+    if(try_cast(landed.order_id AS BIGINT) IS NOT NULL AND try_cast(landed.customer_id AS BIGINT) IS NOT NULL
+       AND try_cast(landed.ordered_at AS TIMESTAMP) IS NOT NULL, NULL, 'valid_id'),
+    if(lower(trim(landed.status)) IN ('shipped', 'delivered', 'cancelled', 'pending'), NULL, 'valid_status')
+  ), rule -> rule IS NOT NULL) AS _failed_rules,
   landed._deleted IS NOT NULL AS _deleted,
   named_struct('extracted_at', landed._extracted_at, 'updated_at', try_cast(landed.updated_at AS TIMESTAMP)) AS _sequence,
   landed._extracted_at,
@@ -220,10 +216,13 @@ LEFT ANTI JOIN bronze.orders AS earlier
   AND (earlier._extracted_at < landed._extracted_at
        OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date));
 
-CREATE OR REFRESH STREAMING TABLE silver.orders_latest
-COMMENT 'The latest version of each order (AUTO CDC, SCD type 1), typed; a deleted order is gone.';
+CREATE OR REFRESH STREAMING TABLE silver.orders (
+  CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id')),
+  CONSTRAINT valid_status EXPECT (NOT array_contains(_failed_rules, 'valid_status'))
+)
+COMMENT 'Every order in ecomm-db at the latest extract, typed, in the version the source had then (AUTO CDC, SCD type 1), with the rules it breaks; a deleted order is gone.';
 
-CREATE FLOW orders_latest AS AUTO CDC INTO silver.orders_latest
+CREATE FLOW orders AS AUTO CDC INTO silver.orders
 FROM STREAM(silver.orders_changes)
 KEYS (_row_key)
 APPLY AS DELETE WHEN _deleted
@@ -242,19 +241,6 @@ SEQUENCE BY _sequence
 COLUMNS * EXCEPT (_deleted, _sequence)
 STORED AS SCD TYPE 2
 TRACK HISTORY ON (status);
-
-CREATE OR REFRESH MATERIALIZED VIEW silver.orders (
-  CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id')),
-  CONSTRAINT valid_status EXPECT (NOT array_contains(_failed_rules, 'valid_status'))
-)
-COMMENT 'Every order in ecomm-db at the latest extract, typed, in the version the source had then, with the rules it breaks.'
-AS SELECT
-  *,
-  filter(array(
-    if(order_id IS NOT NULL AND customer_id IS NOT NULL AND ordered_at IS NOT NULL, NULL, 'valid_id'),
-    if(status IN ('shipped', 'delivered', 'cancelled', 'pending'), NULL, 'valid_status')
-  ), rule -> rule IS NOT NULL) AS _failed_rules
-FROM silver.orders_latest;
 
 CREATE VIEW silver.dim_orders
 COMMENT 'Order details: the current status and payment method of each order that breaks no rule, and its order_date in Asia/Bangkok.'
@@ -459,11 +445,11 @@ AS WITH source_versions AS (
   UNION ALL
   SELECT 'order_items', try_cast(order_item_id AS BIGINT), try_cast(updated_at AS TIMESTAMP) FROM bronze.order_items_keys
 ), silver_versions AS (
-  SELECT 'customers' AS source_table, customer_id AS id, updated_at FROM silver.customers_latest
+  SELECT 'customers' AS source_table, customer_id AS id, updated_at FROM silver.customers
   UNION ALL
-  SELECT 'products', product_id, updated_at FROM silver.products_latest
+  SELECT 'products', product_id, updated_at FROM silver.products
   UNION ALL
-  SELECT 'orders', order_id, updated_at FROM silver.orders_latest
+  SELECT 'orders', order_id, updated_at FROM silver.orders
   UNION ALL
   SELECT 'order_items', order_item_id, updated_at FROM silver.order_items_latest
 )
@@ -516,11 +502,11 @@ AS WITH versions AS (
     lag(valid_to) OVER (PARTITION BY history, key ORDER BY valid_from, valid_to NULLS LAST) AS previous_valid_to
   FROM versions
 ), held AS (
-  SELECT 'customers' AS history, customer_id AS key FROM silver.customers_latest WHERE customer_id IS NOT NULL
+  SELECT 'customers' AS history, customer_id AS key FROM silver.customers WHERE customer_id IS NOT NULL
   UNION ALL
-  SELECT 'products', product_id FROM silver.products_latest WHERE product_id IS NOT NULL
+  SELECT 'products', product_id FROM silver.products WHERE product_id IS NOT NULL
   UNION ALL
-  SELECT 'orders', order_id FROM silver.orders_latest WHERE order_id IS NOT NULL
+  SELECT 'orders', order_id FROM silver.orders WHERE order_id IS NOT NULL
 ), by_key AS (
   SELECT
     coalesce(chained.history, held.history) AS history,

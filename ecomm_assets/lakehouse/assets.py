@@ -144,14 +144,19 @@ def _run_files(table: PipelineTable, dates: Sequence[str], landing_zone: Landing
 
 def _manifest_evaluations(table: PipelineTable, update: TableUpdate, dates: Sequence[str],
                           landing_zone: LandingZone) -> Evaluations:
-    """Each date is judged on the files of its current extract and on every file not of a date
-    (the key snapshot)."""
+    """Each date is judged on the files its manifest names (current, and superseded ones the table
+    read) and on every file not of a date (the key snapshot). A file the table read while a
+    manifest vouched for it, which no manifest names now (its manifest was lost and a new extract
+    landed the partition again), was checked when it was read: it is listed, not judged."""
     run_files = _run_files(table, dates, landing_zone)
-    files = []
+    files, unnamed = [], []
     for key in sorted(set(run_files) | set(update.rows_by_file)):
         folder, name = key.rsplit("/", 1)
-        manifest = landing_zone.read_manifest(folder) or {"files": {}}
-        files.append({"file": key, "source_rows": named_files(manifest).get(name, {}).get("rows"),
+        entry = named_files(landing_zone.read_manifest(folder) or {"files": {}}).get(name)
+        if entry is None and key not in run_files:
+            unnamed.append(key)
+            continue
+        files.append({"file": key, "source_rows": (entry or {}).get("rows"),
                       "table_rows": update.rows_by_file.get(key, 0)})
     evaluations = {}
     for day in dates:
@@ -162,6 +167,7 @@ def _manifest_evaluations(table: PipelineTable, update: TableUpdate, dates: Sequ
             "table_rows": sum(f["table_rows"] for f in own),
             "mismatched_files": dg.MetadataValue.json(mismatched),
             "files": dg.MetadataValue.json(own),
+            **({"read_when_vouched_now_unnamed": dg.MetadataValue.json(unnamed)} if unnamed else {}),
         })
     return evaluations
 

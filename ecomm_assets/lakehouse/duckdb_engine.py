@@ -368,12 +368,14 @@ class DuckDBLakehouse(LakehouseEngine):
         listed = ", ".join(_ident(c) for c in columns)
         if cdc.scd_type == 1:
             connection.execute(
-                f"INSERT INTO {table.name} BY NAME SELECT {listed} FROM changes "
+                f"CREATE OR REPLACE TEMP TABLE candidates AS SELECT {listed} FROM changes "
                 f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY __n DESC) = 1 AND NOT __delete")
         else:
-            connection.execute(f"INSERT INTO {table.name} BY NAME {_history(cdc, columns)}")
+            connection.execute(f"CREATE OR REPLACE TEMP TABLE candidates AS {_history(cdc, columns)}")
+        _, expectations, keep = self._expect(connection, table)  # over the rows the flow writes, as DLT counts them
+        connection.execute(f"INSERT INTO {table.name} BY NAME SELECT * FROM candidates WHERE {keep}")
         self._mark_read(connection, table.name, files)
-        return TableUpdate(table.name, self._count(connection, table))
+        return TableUpdate(table.name, self._count(connection, table), expectations)
 
     # --- materialized views ---------------------------------------------------------------------------
 

@@ -213,18 +213,30 @@ def _rules(query: exp.Query) -> dict[str, str]:
 
 
 def _with_rules(expectations: tuple[Expectation, ...], query: exp.Query, where: str) -> tuple[Expectation, ...]:
-    """Attach to each expectation the rule it counts; every rule must be counted by one."""
+    """Attach to each expectation that counts a rule of _failed_rules the rule's condition."""
     rules = _rules(query)
-    if not rules:
-        return expectations
-    counted = {e.name: e for e in expectations}
-    for name in rules:
-        if counted.get(name) is None or counted[name].condition != f"NOT array_contains({FAILED_RULES}, '{name}')":
-            raise ValueError(f"{where}: rule {name} needs CONSTRAINT {name} EXPECT "
-                             f"(NOT array_contains({FAILED_RULES}, '{name}'))")
-    if extra := set(counted) - set(rules):
-        raise ValueError(f"{where}: expectations {sorted(extra)} count no rule of {FAILED_RULES}")
-    return tuple(Expectation(e.name, e.condition, e.action, rules[e.name]) for e in expectations)
+    for e in expectations:
+        if e.name in rules and e.condition != f"NOT array_contains({FAILED_RULES}, '{e.name}')":
+            raise ValueError(f"{where}: rule {e.name} needs CONSTRAINT {e.name} EXPECT "
+                             f"(NOT array_contains({FAILED_RULES}, '{e.name}'))")
+    return tuple(Expectation(e.name, e.condition, e.action, rules.get(e.name)) for e in expectations)
+
+
+def _check_rules_counted(tables: dict[str, PipelineTable], where: dict[str, str]) -> None:
+    """Every rule a query evaluates into _failed_rules is counted by one expectation, of that table
+    or of the AUTO CDC target it feeds; every expectation on _failed_rules counts a rule."""
+    for table in tables.values():
+        if table.query is None:
+            continue
+        rules = set(_rules(table.query))
+        counting = [table, *(t for t in tables.values() if t.cdc and t.cdc.source == table.name)]
+        counted = {e.name for t in counting for e in t.expectations if e.rule}
+        if missing := sorted(rules - counted):
+            raise ValueError(f"{where[table.name]}: rule {missing[0]} needs CONSTRAINT {missing[0]} EXPECT "
+                             f"(NOT array_contains({FAILED_RULES}, '{missing[0]}'))")
+    for table in tables.values():
+        if extra := sorted(e.name for e in table.expectations if FAILED_RULES in e.condition and not e.rule):
+            raise ValueError(f"{where[table.name]}: expectations {extra} count no rule of {FAILED_RULES}")
 
 
 def _read_files_call(query: exp.Query) -> exp.Anonymous | None:
@@ -355,16 +367,19 @@ def _parse_statement(text: str, known: dict[str, dict[str, str]], source_file: s
                          source_file, streams, properties=properties)
 
 
-def _fed_by(target: PipelineTable, cdc: AutoCdc, known: dict[str, dict[str, str]], source_file: str) -> PipelineTable:
-    """The streaming table ``target`` with the AUTO CDC flow that feeds it."""
-    if cdc.source not in known:
+def _fed_by(target: PipelineTable, cdc: AutoCdc, tables: dict[str, PipelineTable], source_file: str) -> PipelineTable:
+    """The streaming table ``target`` with the AUTO CDC flow that feeds it. Its expectations count
+    the rules its source evaluates into _failed_rules."""
+    if cdc.source not in tables:
         raise ValueError(f"{source_file}: flow {cdc.flow} reads {cdc.source}, which is not declared before it")
-    source = known[cdc.source]
+    source = dict(tables[cdc.source].columns)
     if missing := [c for c in (*cdc.keys, cdc.sequence_by, *cdc.except_columns, *(cdc.track_history or ()))
                    if c not in source]:
         raise ValueError(f"{source_file}: flow {cdc.flow} names columns {missing} that {cdc.source} does not have")
     columns = _cdc_columns(cdc, source)
-    return replace(target, cdc=cdc, columns=columns, key=columns[0][0], upstream=(cdc.source,))
+    expectations = _with_rules(target.expectations, tables[cdc.source].query, f"{source_file}: {target.name}")
+    return replace(target, cdc=cdc, columns=columns, key=columns[0][0], upstream=(cdc.source,),
+                   expectations=expectations)
 
 
 def _nested(tables: dict[str, dict[str, str]]) -> dict[str, dict[str, dict[str, str]]]:
@@ -403,13 +418,14 @@ def read_pipeline(files: Sequence[Path]) -> tuple[PipelineTable, ...]:
                 if name not in tables or tables[name].kind != "streaming table" or tables[name].query is not None:
                     raise ValueError(f"{_display_path(path)}: flow {cdc.flow} feeds {name}, which must be declared "
                                      "before it as a streaming table without a query")
-                table = _fed_by(tables[name], cdc, known, _display_path(path))
+                table = _fed_by(tables[name], cdc, tables, _display_path(path))
             else:
                 table = _parse_statement(statement, known, _display_path(path))
             tables[table.name] = table
             known[table.name] = dict(table.columns)
             if table.query is not None:
                 described = {**_commented_columns(table.query), **described}
+    _check_rules_counted(tables, {name: f"{t.source_file}: {name}" for name, t in tables.items()})
     return tuple(replace(table, column_descriptions={name: described[name] for name, _ in table.columns
                                                      if name in described}) for table in tables.values())
 
