@@ -37,7 +37,7 @@ lock:
 
 # dbt parses once here (ecomm_assets/metrics/project.py), not at import time of the code location.
 manifest: $(MANIFEST)
-$(MANIFEST): $(VENV)/.installed dbt_project/dbt_project.yml $(shell find dbt_project/models dbt_project/macros -type f)
+$(MANIFEST): $(VENV)/.installed dbt_project/dbt_project.yml $(shell find dbt_project/models dbt_project/macros dbt_project/tests -type f)
 	$(PY) -m ecomm_assets.metrics.project
 
 instance:

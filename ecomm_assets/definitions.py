@@ -9,7 +9,7 @@ from ecomm_assets.alerts.sensor import failure_alerts
 from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.jobs import batch_ecomm_pipeline, daily_refresh, schedules
 from ecomm_assets.lakehouse.assets import lakehouse_tables
-from ecomm_assets.metrics.assets import KPI_KEYS, kpi_models
+from ecomm_assets.metrics.assets import KPI_KEYS, metric_models
 from ecomm_assets.serving.assets import ecommerce_analytics_dashboard
 from ecomm_assets.serving.sensor import refresh_dashboard_when_kpis_land
 
@@ -42,7 +42,7 @@ OWNER = "team:data-engineering"
 
 defs = dg.Definitions(
     assets=dg.map_asset_specs(lambda spec: spec.replace_attributes(owners=[OWNER]),
-                              [landing_extracts, lakehouse_tables, kpi_models, *serving]),
+                              [landing_extracts, lakehouse_tables, metric_models, *serving]),
     asset_checks=freshness_checks,
     sensors=[failure_alerts, freshness_checks_sensor, refresh_dashboard_when_kpis_land],
     jobs=[batch_ecomm_pipeline, daily_refresh],

@@ -43,6 +43,9 @@ EXPECTED_DEPS = {
     "dbt_prod_metric/agg_sales_kpi": {"gold/agg_daily_sales"},
     "dbt_prod_metric/agg_product_kpi": {"gold/sales_analytics"},
     "dbt_prod_metric/agg_customer_kpi": {"gold/sales_analytics"},
+    "dbt_prod_metric/agg_customer_lifetime": {"gold/sales_analytics"},
+    "dbt_prod_metric/agg_customer_cohort": {"gold/sales_analytics"},
+    "dbt_prod_metric/agg_product_performance": {"gold/sales_analytics", "silver/dim_product_history"},
     "dashboard/ecommerce_analytics": {"dbt_prod_metric/agg_sales_kpi", "dbt_prod_metric/agg_product_kpi",
                                       "dbt_prod_metric/agg_customer_kpi"},
 }

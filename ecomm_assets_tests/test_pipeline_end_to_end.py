@@ -1,8 +1,9 @@
-"""The pipeline end to end: ecomm-db -> landing -> Bronze/Silver/Gold -> dbt KPIs.
+"""The pipeline end to end: ecomm-db -> landing -> Bronze/Silver/Gold -> dbt KPIs and metrics.
 
-The KPIs are checked against the source tables themselves, computed here in PostgreSQL with the
-contract's rules: order_date is the ICT date of ordered_at, and a line counts when its order has
-a valid status, its price and quantity are valid and its order, customer and product exist.
+The KPIs and the customer and product metrics are checked against the source tables themselves,
+computed here in PostgreSQL with the contract's rules: order_date is the ICT date of ordered_at,
+and a line counts when its order has a valid status, its price and quantity are valid and its
+order, customer and product exist.
 """
 
 import json
@@ -50,10 +51,90 @@ def expected_customer_kpi(shop):
         FROM lines l JOIN firsts f USING (customer_id) GROUP BY 1""")
 
 
+ORDERS = f"""
+    SELECT o.order_id, o.customer_id, {ORDER_DATE} AS order_date, o.status,
+           sum(i.quantity) AS items, sum(i.item_price) AS revenue
+    {VALID_LINES} GROUP BY 1, 2, 3, 4"""
+
+
+def expected_customer_lifetime(shop):
+    """Per customer: dates, orders, items, gross and net revenue (no cancelled orders), AOV half up,
+    days since the last order to the data's last day, new/returning, RFM by quintile of percent
+    rank and the segment rules."""
+    return source_rows(shop, f"""
+        WITH orders AS ({ORDERS}),
+        per_customer AS (
+            SELECT customer_id, min(order_date) AS first_day, max(order_date) AS last_day, count(*) AS n,
+                   sum(items) AS items, sum(revenue) AS gross,
+                   coalesce(sum(revenue) FILTER (WHERE status <> 'cancelled'), 0) AS net
+            FROM orders GROUP BY 1),
+        measured AS (SELECT *, max(last_day) OVER () - last_day AS recency FROM per_customer),
+        scored AS (
+            SELECT *, least(5, 1 + floor(5 * percent_rank() OVER (ORDER BY recency DESC))) AS r,
+                   least(5, 1 + floor(5 * percent_rank() OVER (ORDER BY n))) AS f,
+                   least(5, 1 + floor(5 * percent_rank() OVER (ORDER BY net))) AS m
+            FROM measured)
+        SELECT s.customer_id, s.first_day, s.last_day, s.n, s.items, s.gross, s.net, round(s.gross / s.n, 2), s.recency,
+               CASE WHEN n > 1 THEN 'returning' ELSE 'new' END, r, f, m,
+               CASE WHEN n = 1 AND r >= 4 THEN 'new' WHEN r >= 4 AND f >= 4 THEN 'champions'
+                    WHEN r >= 3 AND f >= 3 THEN 'loyal' WHEN r <= 2 AND f >= 3 THEN 'at_risk'
+                    WHEN r <= 2 THEN 'hibernating' ELSE 'needs_attention' END,
+               trim(c.city)
+        FROM scored s JOIN customers c ON c.customer_id = s.customer_id""")
+
+
+def expected_customer_cohort(shop):
+    """Per cohort (month of the first order) and each month of the data since: active customers,
+    retention, revenue and cumulative revenue per cohort customer."""
+    return source_rows(shop, f"""
+        WITH orders AS ({ORDERS}),
+        lines AS (SELECT customer_id, date_trunc('month', order_date)::date AS month, revenue FROM orders),
+        firsts AS (SELECT customer_id, min(month) AS cohort FROM lines GROUP BY 1),
+        sizes AS (SELECT cohort, count(*) AS size FROM firsts GROUP BY 1),
+        grid AS (SELECT cohort, size, month FROM sizes JOIN (SELECT DISTINCT month FROM lines) m ON m.month >= cohort),
+        activity AS (SELECT cohort, month, count(DISTINCT customer_id) AS active, sum(revenue) AS revenue
+                     FROM lines JOIN firsts USING (customer_id) GROUP BY 1, 2)
+        SELECT cohort, ((extract(year FROM month) - extract(year FROM cohort)) * 12
+                        + extract(month FROM month) - extract(month FROM cohort))::int,
+               month, size, coalesce(active, 0), round(coalesce(active, 0)::numeric / size, 4),
+               coalesce(revenue, 0), round(coalesce(revenue, 0) / size, 2),
+               round(sum(coalesce(revenue, 0)) OVER (PARTITION BY cohort ORDER BY month) / size, 2)
+        FROM grid LEFT JOIN activity USING (cohort, month)""")
+
+
+def expected_product_performance(shop):
+    """Per product and month: units, revenue, orders, price, ranks, revenue share, cancellations."""
+    return source_rows(shop, f"""
+        WITH monthly AS (
+            SELECT date_trunc('month', {ORDER_DATE})::date AS month, p.product_id, p.product_name,
+                   p.category, sum(i.quantity) AS units, sum(i.item_price) AS revenue,
+                   count(DISTINCT o.order_id) AS n,
+                   count(DISTINCT o.order_id) FILTER (WHERE o.status = 'cancelled') AS cancelled
+            {VALID_LINES} GROUP BY 1, 2, 3, 4)
+        SELECT month, product_id, product_name, category, units, revenue, n, round(revenue / units, 2),
+               rank() OVER (PARTITION BY month ORDER BY revenue DESC),
+               rank() OVER (PARTITION BY month, category ORDER BY revenue DESC),
+               round(revenue / sum(revenue) OVER (PARTITION BY month), 4), round(cancelled::numeric / n, 4)
+        FROM monthly""")
+
+
+def metric_rows(pipeline, table: str, columns: str) -> list[tuple]:
+    return sorted(pipeline.query(f"SELECT {columns} FROM dbt_prod_metric.{table}"), key=repr)
+
+
 def assert_kpis_match_source(pipeline, shop):
     assert pipeline.rows("dbt_prod_metric.agg_sales_kpi") == expected_sales_kpi(shop)
     assert pipeline.rows("dbt_prod_metric.agg_product_kpi") == expected_product_kpi(shop)
     assert pipeline.rows("dbt_prod_metric.agg_customer_kpi") == expected_customer_kpi(shop)
+    assert metric_rows(pipeline, "agg_customer_lifetime", """customer_id, first_order_date, last_order_date,
+        order_count, items, gross_revenue, net_revenue, avg_order_value, days_since_last_order, customer_type,
+        recency_score, frequency_score, monetary_score, segment, current_city""") == expected_customer_lifetime(shop)
+    assert metric_rows(pipeline, "agg_customer_cohort", """cohort_month, months_since_first_order, order_month,
+        cohort_size, active_customers, retention_rate, revenue, revenue_per_customer,
+        cumulative_revenue_per_customer""") == expected_customer_cohort(shop)
+    assert metric_rows(pipeline, "agg_product_performance", """order_month, product_id, product_name, category,
+        units, revenue, order_count, avg_selling_price, revenue_rank, revenue_rank_in_category, revenue_share,
+        cancellation_rate""") == expected_product_performance(shop)
 
 
 def test_kpis_equal_an_independent_computation_from_the_source(shop, new_pipeline):

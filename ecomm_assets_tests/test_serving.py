@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from ecomm_assets.definitions import defs
-from ecomm_assets.metrics.assets import KPI_KEYS, kpi_models
+from ecomm_assets.metrics.assets import KPI_KEYS, metric_models
 from ecomm_assets.serving.dashboard import Kpis, render
 from ecomm_assets.serving.sensor import refresh_dashboard_when_kpis_land
 
@@ -71,7 +71,7 @@ def test_one_refresh_per_completed_set_of_kpis_and_none_after_a_failed_kpi_test(
                 request.tags["dagster/asset_partition_range_end"]) == ("2026-03-05", "2026-03-06")
 
         # A dbt test of a KPI model fails (ERROR): the next set is not served.
-        unique_date = next(key for key in kpi_models.check_keys if key.asset_key == KPI_KEYS[1])
+        unique_date = next(key for key in metric_models.check_keys if key.asset_key == KPI_KEYS[1])
         instance.report_runless_asset_event(dg.AssetCheckEvaluation(
             asset_key=unique_date.asset_key, check_name=unique_date.name, passed=False,
             severity=dg.AssetCheckSeverity.ERROR))

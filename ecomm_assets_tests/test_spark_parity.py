@@ -1,6 +1,6 @@
 """Spark parity: the DLT pipeline's SQL, Bronze included, run on local Spark over the files the
 extract landed, gives every table the DuckDB engine gives, row for row, with the same
-expectation counts; the dbt KPI models give the same numbers on both.
+expectation counts; the dbt metric models give the same numbers on both.
 
 The data is the small shop with the bad-input catalog (text CSV must quote, line breaks, empty
 strings and NULLs, an added source column, orders at midnight in Bangkok) and a day whose
@@ -27,7 +27,8 @@ from ecomm_assets.metrics.project import DBT_PROJECT_DIR
 from ecomm_assets.source import demo_data
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]
-KPI_MODELS = ["agg_sales_kpi", "agg_product_kpi", "agg_customer_kpi"]
+METRIC_MODELS = ["agg_sales_kpi", "agg_product_kpi", "agg_customer_kpi", "agg_customer_lifetime", "agg_customer_cohort",
+                 "agg_product_performance"]
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +97,13 @@ def test_spark_computes_every_table_and_expectation_as_duckdb_does(engines):
                       "ORDER BY 1") == [(900003, date(2026, 3, 3)), (900004, date(2026, 3, 2))]
 
 
-def test_the_kpis_are_the_same_numbers_on_both_engines(engines, tmp_path):
+def test_the_metrics_are_the_same_numbers_on_both_engines(engines, tmp_path):
     """dbt's models, compiled once, on DuckDB (dbt-duckdb) and on Spark; AOV rounds half up on both."""
     pipeline, _, spark, _ = engines
     subprocess.run([DBT_EXECUTABLE, "compile", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
                     "--profiles-dir", str(DBT_PROJECT_DIR), "--target", "local", "--target-path", str(tmp_path),
-                    "--select", *KPI_MODELS], check=True, env={**os.environ, "ECOMM_HOME": str(pipeline.home)})
-    for model in KPI_MODELS:
+                    "--select", *METRIC_MODELS], check=True, env={**os.environ, "ECOMM_HOME": str(pipeline.home)})
+    for model in METRIC_MODELS:
         [compiled] = tmp_path.glob(f"compiled/**/{model}.sql")
         on_spark = spark.rows(kpi_query(compiled.read_text()))
         assert sorted(on_spark) == sorted(pipeline.query(f"SELECT * FROM dbt_prod_metric.{model}")), model

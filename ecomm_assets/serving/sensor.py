@@ -6,12 +6,13 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from ecomm_assets.metrics.assets import KPI_KEYS, kpi_models
+from ecomm_assets.metrics.assets import KPI_KEYS, metric_models
 
 
 def failed_kpi_checks(instance: dg.DagsterInstance) -> list[str]:
     """The KPI checks whose latest result failed with ERROR severity (dbt tests are ERROR)."""
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(kpi_models.check_keys))
+    checks = [key for key in metric_models.check_keys if key.asset_key in KPI_KEYS]
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(checks)
     return sorted(f"{key.asset_key.to_user_string()} {key.name}" for key, record in latest.items()
                   if record.status == AssetCheckExecutionRecordStatus.FAILED
                   and record.event.dagster_event.event_specific_data.severity == dg.AssetCheckSeverity.ERROR)

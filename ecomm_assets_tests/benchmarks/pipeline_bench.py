@@ -245,7 +245,7 @@ instance = dg.DagsterInstance.get()
 run = instance.get_run_records(limit=1)[0]
 steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(run.dagster_run.run_id)}
 print(run.end_time - run.start_time, steps["landing_extracts"], steps["batch_ecomm_pipeline_tables"],
-      steps["kpi_models"])
+      steps["metric_models"])
 """
 
 

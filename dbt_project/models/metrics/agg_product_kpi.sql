@@ -3,7 +3,7 @@ select
     product_id,
     product_name,
     category,
-    sum(quantity) as quantity_sold,
+    cast(sum(quantity) as bigint) as quantity_sold,
     sum(item_price) as revenue
 from {{ source('gold', 'sales_analytics') }}
 group by order_date, product_id, product_name, category
