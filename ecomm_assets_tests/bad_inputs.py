@@ -21,13 +21,13 @@ BAD_INPUTS = f"""
       (900001, 'Refund voucher', 'Vouchers', -1.00, {CHANGED}, {CHANGED}, NULL),
       (900002, 'Gift box', 'Gifts', 10.00, {CHANGED}, {CHANGED}, 'ACME Gifts Ltd');
     INSERT INTO orders VALUES
-      (900001, 900001, '2026-03-03 09:00+07', '  Shipped ', 'card', {CHANGED}, {CHANGED}),
-      (900002, 900001, '2026-03-03 09:00+07', 'returned', 'card', {CHANGED}, {CHANGED}),
-      (900003, 900002, '2026-03-03 00:00+07', 'pending', 'card', {CHANGED}, {CHANGED}),
-      (900004, 900002, '2026-03-02 23:59:59.999999+07', 'pending', 'card', {CHANGED}, {CHANGED}),
-      (900005, 900003, '2026-03-03 10:00+07', 'pending', 'card', {CHANGED}, {CHANGED}),
-      (900005, 900003, '2026-03-03 10:00+07', 'delivered', 'card', {CHANGED}, '2026-03-03 13:00+07'),
-      (NULL, 900004, '2026-03-03 11:00+07', 'pending', 'card', {CHANGED}, {CHANGED});
+      (900001, 900001, '2026-03-03 09:00+07', '  Shipped ', ' PromptPay ', {CHANGED}, {CHANGED}),
+      (900002, 900001, '2026-03-03 09:00+07', 'returned', 'credit_card', {CHANGED}, {CHANGED}),
+      (900003, 900002, '2026-03-03 00:00+07', 'pending', 'bitcoin', {CHANGED}, {CHANGED}),
+      (900004, 900002, '2026-03-02 23:59:59.999999+07', 'pending', 'credit_card', {CHANGED}, {CHANGED}),
+      (900005, 900003, '2026-03-03 10:00+07', 'pending', 'credit_card', {CHANGED}, {CHANGED}),
+      (900005, 900003, '2026-03-03 10:00+07', 'delivered', 'credit_card', {CHANGED}, '2026-03-03 13:00+07'),
+      (NULL, 900004, '2026-03-03 11:00+07', 'pending', 'credit_card', {CHANGED}, {CHANGED});
     INSERT INTO order_items VALUES
       (900001, 900001, 900002, 2, '10.00', {CHANGED}, {CHANGED}),
       (900002, 900003, 900002, 1, '10.00', {CHANGED}, {CHANGED}),
@@ -46,8 +46,8 @@ BAD_INPUTS = f"""
 # 1.01 (in double precision 1.005 is 1.00499..., which rounds to 1.00).
 HALF_CENT_DAY = f"""
     INSERT INTO orders VALUES
-      (900011, 900002, '2026-02-20 10:00+07', 'delivered', 'card', {CHANGED}, {CHANGED}),
-      (900012, 900002, '2026-02-20 11:00+07', 'delivered', 'card', {CHANGED}, {CHANGED});
+      (900011, 900002, '2026-02-20 10:00+07', 'delivered', 'credit_card', {CHANGED}, {CHANGED}),
+      (900012, 900002, '2026-02-20 11:00+07', 'delivered', 'credit_card', {CHANGED}, {CHANGED});
     INSERT INTO order_items VALUES
       (900021, 900011, 900002, 1, '1.00', {CHANGED}, {CHANGED}),
       (900022, 900012, 900002, 1, '1.01', {CHANGED}, {CHANGED});

@@ -20,6 +20,8 @@ EXPECTED_DEPS = {
     **{f"bronze/{table}{suffix}": {f"landing/{table}"} for table in SOURCE_TABLES for suffix in ["", "_keys"]},
     # the change feed, applied by AUTO CDC: the latest version of each key, and (three of them) history
     **{f"silver/{table}_changes": {f"bronze/{table}"} for table in SOURCE_TABLES},
+    "silver/orders_changes": {"bronze/orders", "silver/dim_payment_method"},  # the methods the shop accepts
+    "silver/dim_payment_method": set(),
     **{f"silver/{table}": {f"silver/{table}_changes"} for table in ["customers", "products", "orders"]},
     "silver/order_items_latest": {"silver/order_items_changes"},
     **{f"silver/{table}_history": {f"silver/{table}_changes"} for table in HISTORIES},
@@ -53,6 +55,7 @@ EXPECTED_DEPS = {
 # reads landed files, blocking.
 EXPECTED_EXPECTATION_CHECKS = {
     *((f"silver/{table}_changes", "not_future_dated") for table in SOURCE_TABLES),
+    ("silver/orders_changes", "valid_payment_method"),
     ("silver/customers", "valid_id"),
     ("silver/products", "valid_id"),
     ("silver/products", "valid_price"),

@@ -9,6 +9,7 @@ All of them change on 2026-03-03 (ICT), among the small shop's ordinary rows.
 import json
 from datetime import date, timedelta
 
+import dagster as dg
 import psycopg
 import pytest
 from bad_inputs import BAD_INPUTS
@@ -55,6 +56,17 @@ def test_text_is_kept_as_written_trimmed(run):
 def test_status_is_compared_lower_case_and_trimmed(run):
     pipeline, _ = run
     assert rows(pipeline, "silver.dim_orders", "order_id, status", "order_id = 900001") == [(900001, "shipped")]
+
+
+def test_a_payment_method_the_shop_does_not_accept_is_kept_as_unknown_and_warned_of(run):
+    pipeline, checks = run
+    assert rows(pipeline, "gold.sales_analytics", "order_id, payment_method, payment_method_key",
+                "order_id IN (900001, 900003)") == [(900001, "PromptPay", "promptpay"), (900003, "bitcoin", "unknown")]
+    warning = checks[("silver/orders_changes", "valid_payment_method", "2026-03-03")]
+    assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
+    assert warning.metadata["partition_failed_records"].value == 1
+    assert all(check.passed for (_, name, day), check in checks.items()
+               if name == "valid_payment_method" and day != "2026-03-03")
 
 
 def test_order_date_is_the_day_in_bangkok_to_the_microsecond(run):

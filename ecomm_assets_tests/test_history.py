@@ -35,7 +35,7 @@ def customer(customer_id: int, city: str, at: str, created: str = "2026-03-01 09
 
 
 def order(order_id: int, customer_id: int, product_id: int, quantity: int, price: str, at: str) -> list[str]:
-    return [f"INSERT INTO orders VALUES ({order_id}, {customer_id}, '{at}', 'pending', 'card', '{at}', '{at}')",
+    return [f"INSERT INTO orders VALUES ({order_id}, {customer_id}, '{at}', 'pending', 'credit_card', '{at}', '{at}')",
             f"INSERT INTO order_items VALUES ({order_id}, {order_id}, {product_id}, {quantity}, {price}, '{at}', '{at}')"]
 
 

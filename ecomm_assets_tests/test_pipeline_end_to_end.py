@@ -145,6 +145,9 @@ def test_kpis_equal_an_independent_computation_from_the_source(shop, new_pipelin
 
     assert_kpis_match_source(pipeline, shop)
     assert len(expected_sales_kpi(shop)) == len(DAYS)
+    assert pipeline.query("SELECT comment FROM duckdb_columns() WHERE schema_name = 'dbt_prod_metric' AND table_name = "
+                          "'agg_customer_lifetime' AND column_name = 'net_revenue'") == [
+        ("Gross revenue without cancelled orders, in Thai baht.",)]  # descriptions persisted as comments
     sales = expected_sales_kpi(shop)
     sales_kpi = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                      if e.asset_key == dg.AssetKey(["dbt_prod_metric", "agg_sales_kpi"]))

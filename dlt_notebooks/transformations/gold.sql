@@ -9,6 +9,7 @@ AS SELECT
   fact_orders.ordered_at,
   dim_orders.status,
   dim_orders.payment_method,
+  dim_orders.payment_method_key,  -- Its silver.dim_payment_method member (unknown for a method the shop does not accept).
   fact_orders.customer_id,
   customer_then.customer_sk,
   concat_ws(' ', dim_customer.first_name, dim_customer.last_name) AS customer_name,  -- First and last name.

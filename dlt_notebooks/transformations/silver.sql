@@ -181,8 +181,24 @@ AS SELECT * FROM silver.products WHERE size(_failed_rules) > 0;
 
 -- orders --------------------------------------------------------------------------------------------
 
+CREATE OR REFRESH MATERIALIZED VIEW silver.dim_payment_method
+COMMENT 'The payment methods the shop accepts, each with its type, and the member unknown for an order whose method the shop does not list (or that has none).'
+AS SELECT
+  payment_method,
+  method_name,  -- The method as the shop names it to customers.
+  method_type  -- card, qr_payment, bank_transfer, cash or unknown.
+FROM VALUES
+  ('credit_card', 'Credit card', 'card'),
+  ('debit_card', 'Debit card', 'card'),
+  ('promptpay', 'PromptPay', 'qr_payment'),
+  ('bank_transfer', 'Bank transfer', 'bank_transfer'),
+  ('cash_on_delivery', 'Cash on delivery', 'cash'),
+  ('unknown', 'Unknown', 'unknown')
+  AS methods(payment_method, method_name, method_type);
+
 CREATE OR REFRESH STREAMING TABLE silver.orders_changes (
-  CONSTRAINT not_future_dated EXPECT (NOT coalesce(updated_at > _extracted_at, false))
+  CONSTRAINT not_future_dated EXPECT (NOT coalesce(updated_at > _extracted_at, false)),
+  CONSTRAINT valid_payment_method EXPECT (payment_method_key <> 'unknown')
 )
 COMMENT 'The orders change feed: every version landed, typed, once, and every order_id deleted from ecomm-db. not_future_dated warns of a version dated after the extract that read it (a clock ahead): it is applied all the same.'
 AS SELECT
@@ -194,6 +210,7 @@ AS SELECT
   try_cast(landed.ordered_at AS TIMESTAMP) AS ordered_at,
   lower(trim(landed.status)) AS status,
   trim(landed.payment_method) AS payment_method,
+  coalesce(accepted.payment_method, 'unknown') AS payment_method_key,  -- Its silver.dim_payment_method member: unknown for a method the shop does not accept.
   try_cast(landed.created_at AS TIMESTAMP) AS created_at,
   try_cast(landed.updated_at AS TIMESTAMP) AS updated_at,
   filter(array(
@@ -208,6 +225,8 @@ AS SELECT
   landed._source_file,
   current_timestamp() AS _processed_at
 FROM STREAM(bronze.orders) AS landed
+LEFT JOIN silver.dim_payment_method AS accepted
+  ON accepted.payment_method = lower(trim(landed.payment_method)) AND accepted.payment_method <> 'unknown'
 LEFT ANTI JOIN bronze.orders AS earlier
   ON earlier.order_id <=> landed.order_id AND earlier.customer_id <=> landed.customer_id
   AND earlier.ordered_at <=> landed.ordered_at AND earlier.status <=> landed.status
@@ -251,6 +270,7 @@ AS SELECT
   to_date(from_utc_timestamp(ordered_at, 'Asia/Bangkok')) AS order_date,  -- The day the order was placed, in Asia/Bangkok.
   status,
   payment_method,
+  payment_method_key,
   created_at,
   updated_at,
   _processed_at
