@@ -22,6 +22,7 @@ EXPECTED_DEPS = {
     **{f"silver/{table}_changes": {f"bronze/{table}"} for table in SOURCE_TABLES},
     "silver/orders_changes": {"bronze/orders", "silver/dim_payment_method"},  # the methods the shop accepts
     "silver/dim_payment_method": set(),
+    "silver/dim_date": set(),
     **{f"silver/{table}": {f"silver/{table}_changes"} for table in ["customers", "products", "orders"]},
     "silver/order_items_latest": {"silver/order_items_changes"},
     **{f"silver/{table}_history": {f"silver/{table}_changes"} for table in HISTORIES},

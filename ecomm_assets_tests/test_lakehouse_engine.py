@@ -380,3 +380,16 @@ def test_changes_applied_out_of_order_or_twice_give_the_tables_of_one_pass_in_or
     expected_latest, expected_history = expected_tables(extracts)
     assert (latest, history) == (expected_latest, expected_history)
     assert history and latest
+
+
+def test_the_date_dimension_knows_iso_weeks_weekends_and_thai_holidays(engine):
+    engine.refresh([PIPELINE["silver.dim_date"]], [], log)
+    assert query(engine, """SELECT date_key::VARCHAR, quarter, iso_year, iso_week, iso_day_of_week, weekday_name,
+                                   is_weekend, holiday_name FROM silver.dim_date
+                            WHERE date_key IN ('2021-01-03', '2026-04-13', '2026-12-05', '2026-12-07') ORDER BY 1""") == [
+        ("2021-01-03", 1, 2020, 53, 7, "Sunday", True, None),  # ISO week 53 of 2020
+        ("2026-04-13", 2, 2026, 16, 1, "Monday", False, "Songkran Festival"),
+        ("2026-12-05", 4, 2026, 49, 6, "Saturday", True, "Father's Day"),
+        ("2026-12-07", 4, 2026, 50, 1, "Monday", False, None)]
+    assert query(engine, "SELECT count(*), min(date_key)::VARCHAR, max(date_key)::VARCHAR FROM silver.dim_date") == [
+        (4018, "2020-01-01", "2030-12-31")]

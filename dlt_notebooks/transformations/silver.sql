@@ -37,6 +37,48 @@
 -- silver.star_key_violations and silver.history_violations stop an update that would break a key
 -- of the star or the shape of a history.
 
+-- conformed dimensions ------------------------------------------------------------------------------
+
+CREATE OR REFRESH MATERIALIZED VIEW silver.dim_date
+COMMENT 'One row per day from 2020 to 2030: the calendar of order_date (Asia/Bangkok) with ISO week, quarter, weekday, weekend and Thai public holidays. Only the holidays on a fixed date are listed; the Buddhist holidays on lunar dates (Makha Bucha, Visakha Bucha, Asarnha Bucha, Buddhist Lent) and substitution days change every year and are not.'
+AS WITH holidays AS (
+  SELECT * FROM VALUES
+    (1, 1, 'New Year\'s Day'),
+    (4, 6, 'Chakri Memorial Day'),
+    (4, 13, 'Songkran Festival'),
+    (4, 14, 'Songkran Festival'),
+    (4, 15, 'Songkran Festival'),
+    (5, 1, 'National Labour Day'),
+    (5, 4, 'Coronation Day'),
+    (6, 3, 'Queen Suthida\'s Birthday'),
+    (7, 28, 'King Vajiralongkorn\'s Birthday'),
+    (8, 12, 'Mother\'s Day'),
+    (10, 13, 'King Bhumibol Memorial Day'),
+    (10, 23, 'Chulalongkorn Day'),
+    (12, 5, 'Father\'s Day'),
+    (12, 10, 'Constitution Day'),
+    (12, 31, 'New Year\'s Eve')
+    AS fixed(month, day, holiday_name)
+), days AS (
+  SELECT CAST(day AS DATE) AS day
+  FROM (SELECT explode(sequence(DATE'2020-01-01', DATE'2030-12-31', INTERVAL 1 DAY)) AS day)
+)
+SELECT
+  days.day AS date_key,  -- The day: what order_date joins on.
+  year(days.day) AS year,  -- The calendar year.
+  quarter(days.day) AS quarter,  -- 1-4.
+  month(days.day) AS month,  -- 1-12.
+  date_format(days.day, 'MMMM') AS month_name,  -- January ... December.
+  extract(YEAROFWEEK FROM days.day) AS iso_year,  -- The ISO 8601 week-numbering year.
+  weekofyear(days.day) AS iso_week,  -- The ISO 8601 week, 1-53.
+  datediff(days.day, DATE'2000-01-03') % 7 + 1 AS iso_day_of_week,  -- 1 (Monday) to 7 (Sunday).
+  date_format(days.day, 'EEEE') AS weekday_name,  -- Monday ... Sunday.
+  datediff(days.day, DATE'2000-01-03') % 7 >= 5 AS is_weekend,  -- Saturday or Sunday.
+  holidays.holiday_name,  -- The Thai public holiday on a fixed date that falls on the day, or NULL.
+  holidays.holiday_name IS NOT NULL AS is_public_holiday  -- A fixed-date Thai public holiday.
+FROM days
+LEFT JOIN holidays ON holidays.month = month(days.day) AND holidays.day = day(days.day);
+
 -- customers -----------------------------------------------------------------------------------------
 
 CREATE OR REFRESH STREAMING TABLE silver.customers_changes (
