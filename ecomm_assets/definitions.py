@@ -9,7 +9,7 @@ from ecomm_assets.alerts.sensor import failure_alerts
 from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.jobs import batch_ecomm_pipeline, daily_refresh, schedules
 from ecomm_assets.lakehouse.assets import lakehouse_tables
-from ecomm_assets.metrics.assets import KPI_KEYS, metric_models
+from ecomm_assets.metrics.assets import DASHBOARD_MODELS, metric_models
 from ecomm_assets.serving.assets import ecommerce_analytics_dashboard
 from ecomm_assets.serving.sensor import refresh_dashboard_when_kpis_land
 
@@ -29,7 +29,7 @@ else:
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.SupersessionWarning)
     freshness_checks = dg.build_time_partition_freshness_checks(
-        assets=[key for key in lakehouse_tables.keys if key.path[0] == "gold"] + KPI_KEYS,
+        assets=[key for key in lakehouse_tables.keys if key.path[0] == "gold"] + DASHBOARD_MODELS,
         deadline_cron="0 6 * * *",
         timezone="Asia/Bangkok",
     )

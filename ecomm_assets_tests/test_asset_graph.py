@@ -50,7 +50,9 @@ EXPECTED_DEPS = {
     "dbt_prod_metric/agg_customer_cohort": {"gold/sales_analytics"},
     "dbt_prod_metric/agg_product_performance": {"gold/sales_analytics", "silver/dim_product_history"},
     "dashboard/ecommerce_analytics": {"dbt_prod_metric/agg_sales_kpi", "dbt_prod_metric/agg_product_kpi",
-                                      "dbt_prod_metric/agg_customer_kpi"},
+                                      "dbt_prod_metric/agg_customer_kpi", "dbt_prod_metric/agg_customer_lifetime",
+                                      "dbt_prod_metric/agg_customer_cohort",
+                                      "dbt_prod_metric/agg_product_performance"},
 }
 # The DLT expectations, mirrored as asset checks; and the landed-rows check of each table that
 # reads landed files, blocking.

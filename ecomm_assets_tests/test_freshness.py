@@ -14,7 +14,9 @@ from ecomm_assets.definitions import defs, freshness_checks
 
 ICT = ZoneInfo("Asia/Bangkok")
 CHECKED = ["gold/sales_analytics", "gold/agg_daily_sales", "dbt_prod_metric/agg_sales_kpi",
-           "dbt_prod_metric/agg_product_kpi", "dbt_prod_metric/agg_customer_kpi"]
+           "dbt_prod_metric/agg_product_kpi", "dbt_prod_metric/agg_customer_kpi",
+           "dbt_prod_metric/agg_customer_lifetime", "dbt_prod_metric/agg_customer_cohort",
+           "dbt_prod_metric/agg_product_performance"]
 
 
 def run_freshness_checks(instance: dg.DagsterInstance, now: datetime) -> dict[str, bool]:

@@ -154,7 +154,7 @@ def test_kpis_equal_an_independent_computation_from_the_source(shop, new_pipelin
     assert sales_kpi["dagster/row_count"].value == len(DAYS)
     assert sales_kpi["preview"].value.splitlines()[2].startswith(f"| {DAYS[-1]} | {sales[-1][1]} |")
     page = (pipeline.home / "dashboard/ecommerce_analytics.html").read_text()
-    assert f'data-kpi="revenue"><span>Revenue</span><b>{sum(r[1] for r in sales):,.2f}</b>' in page
+    assert f'data-kpi="revenue"><span>Revenue (THB)</span><b>{sum(r[1] for r in sales):,.2f}</b>' in page
     assert f'data-kpi="orders"><span>Orders</span><b>{sum(r[2] for r in sales):,}</b>' in page
 
     # Every source row is accounted for. Each partition's file holds the rows the extract counted

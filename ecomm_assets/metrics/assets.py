@@ -60,9 +60,9 @@ def _dashboard_models() -> list[dg.AssetKey]:
                   for n in exposure["depends_on"]["nodes"])
 
 
-# The three KPI tables the dashboard reads, in one order: what freshness, the dashboard and its
-# sensor watch.
-KPI_KEYS = _dashboard_models()
+# The metric tables the dashboard reads (the KPIs, the customer and product metrics), in one
+# order: what freshness, the dashboard, Tableau's lineage and the refresh sensor watch.
+DASHBOARD_MODELS = _dashboard_models()
 
 
 def _table_metadata(lakehouse: LakehouseEngine, key: dg.AssetKey, columns: list[str]) -> dict:

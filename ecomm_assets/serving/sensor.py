@@ -6,12 +6,12 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from ecomm_assets.metrics.assets import KPI_KEYS, metric_models
+from ecomm_assets.metrics.assets import DASHBOARD_MODELS, metric_models
 
 
 def failed_kpi_checks(instance: dg.DagsterInstance) -> list[str]:
-    """The KPI checks whose latest result failed with ERROR severity (dbt tests are ERROR)."""
-    checks = [key for key in metric_models.check_keys if key.asset_key in KPI_KEYS]
+    """The checks of the dashboard's tables whose latest result failed with ERROR severity (dbt tests are ERROR)."""
+    checks = [key for key in metric_models.check_keys if key.asset_key in DASHBOARD_MODELS]
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(checks)
     return sorted(f"{key.asset_key.to_user_string()} {key.name}" for key, record in latest.items()
                   if record.status == AssetCheckExecutionRecordStatus.FAILED
@@ -19,25 +19,25 @@ def failed_kpi_checks(instance: dg.DagsterInstance) -> list[str]:
 
 
 # multi_asset_sensor is superseded by Declarative Automation for launching assets; a sensor is
-# what this refresh wants: one request per set of the three KPIs, none while a KPI test fails.
+# what this refresh wants: one request per set of the dashboard's tables, none while a test of one fails.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.SupersessionWarning)
 
     @dg.multi_asset_sensor(
         name="refresh_dashboard_when_kpis_land",
-        monitored_assets=KPI_KEYS,
+        monitored_assets=DASHBOARD_MODELS,
         request_assets=dg.AssetSelection.groups("serving").materializable(),  # not Tableau's live sources
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Refreshes the dashboard once the three KPI tables have all materialized for "
-        "a partition (one request for all the partitions completed since the last), unless a "
-        "KPI check failed with an error.",
+        description="Refreshes the dashboard once the metric tables it reads have all materialized "
+        "for a partition (one request for all the partitions completed since the last), unless a "
+        "check of one of them failed with an error.",
     )
     def refresh_dashboard_when_kpis_land(context: dg.MultiAssetSensorEvaluationContext):
         landed = context.latest_materialization_records_by_partition_and_asset()
-        complete = {p: records for p, records in landed.items() if set(records) == set(KPI_KEYS)}
+        complete = {p: records for p, records in landed.items() if set(records) == set(DASHBOARD_MODELS)}
         if not complete:
-            return dg.SkipReason("Waiting for all three KPI tables to materialize for a partition.")
+            return dg.SkipReason("Waiting for all the dashboard's metric tables to materialize for a partition.")
         for records in complete.values():
             context.advance_cursor(records)
         first, last = min(complete), max(complete)

@@ -27,7 +27,7 @@ from dagster_tableau.translator import TableauDataSourceMetadataSet, TableauTagS
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from ecomm_assets.metrics.assets import KPI_KEYS
+from ecomm_assets.metrics.assets import DASHBOARD_MODELS
 from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dates
 
 # dagster-tableau's classes are beta in this release; it warns at each instance.
@@ -76,7 +76,7 @@ class EcommTableauTranslator(DagsterTableauTranslator):
         if data.content_type == TableauContentType.DATA_SOURCE:
             read = [dg.AssetKey([table.get("schema") or "", table["name"]])
                     for table in data.properties.get("upstreamTables") or []]
-            kpis = [key for key in read if key in KPI_KEYS]
+            kpis = [key for key in read if key in DASHBOARD_MODELS]
             kind = "extract" if data.properties["hasExtracts"] else "live connection"
             spec = spec.replace_attributes(
                 deps=kpis,
