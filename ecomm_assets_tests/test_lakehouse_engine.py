@@ -393,3 +393,21 @@ def test_the_date_dimension_knows_iso_weeks_weekends_and_thai_holidays(engine):
         ("2026-12-07", 4, 2026, 50, 1, "Monday", False, None)]
     assert query(engine, "SELECT count(*), min(date_key)::VARCHAR, max(date_key)::VARCHAR FROM silver.dim_date") == [
         (4018, "2020-01-01", "2030-12-31")]
+
+
+def test_a_first_load_larger_than_a_row_group_reaches_the_star_whole(engine, zone):
+    """A refresh is one transaction: its tables are written and read back before they commit. DuckDB
+    2.0.0 filtered a list column of such rows wrongly past one row group (122,880 rows) with more
+    than one thread: every customer was in neither dim_customer nor quarantine, and every check
+    but the reconciliation passed. 2.0.1 reads them right; this keeps it so."""
+    customers = 130_000
+    land(zone, "customers", "2026-03-01", CUSTOMERS + "".join(
+        f"{n},F{n},L{n},c{n}@x.com,Bangkok,Thailand,2026-03-01 01:00:00+00,2026-03-01 01:00:00+00\n"
+        for n in range(1, customers + 1)) + ",No,Id,none@x.com,Hanoi,Vietnam,2026-03-01 01:00:00+00,2026-03-01 01:00:00+00\n")
+    updates = engine.refresh([PIPELINE[name] for name in ["bronze.customers", "silver.customers_changes",
+                                                          "silver.customers", "silver.dim_customer",
+                                                          "silver.customers_quarantine"]], ["2026-03-01"], log)
+    # counted inside the refresh's transaction, as the tables built on the star read it
+    assert [(u.name, u.row_count) for u in updates[-2:]] == [("silver.dim_customer", customers),
+                                                            ("silver.customers_quarantine", 1)]
+    assert query(engine, "SELECT count(*) FROM silver.dim_customer") == [(customers,)]

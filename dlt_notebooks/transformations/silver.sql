@@ -240,7 +240,7 @@ FROM VALUES
 
 CREATE OR REFRESH STREAMING TABLE silver.orders_changes (
   CONSTRAINT not_future_dated EXPECT (NOT coalesce(updated_at > _extracted_at, false)),
-  CONSTRAINT valid_payment_method EXPECT (payment_method_key <> 'unknown')
+  CONSTRAINT valid_payment_method EXPECT (_deleted OR payment_method_key <> 'unknown')
 )
 COMMENT 'The orders change feed: every version landed, typed, once, and every order_id deleted from ecomm-db. not_future_dated warns of a version dated after the extract that read it (a clock ahead): it is applied all the same.'
 AS SELECT
