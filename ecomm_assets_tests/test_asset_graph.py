@@ -38,6 +38,9 @@ EXPECTED_DEPS = {
                                      "silver/customers", "silver/products", "silver/orders", "silver/order_items_latest"},
     "silver/star_key_violations": {"silver/dim_customer", "silver/dim_product", "silver/dim_orders",
                                    "silver/fact_orders"},
+    "silver/row_accounting": {*(f"silver/{table}" for table in SOURCE_TABLES),
+                               *(f"silver/{table}_quarantine" for table in SOURCE_TABLES),
+                               "silver/dim_customer", "silver/dim_product", "silver/dim_orders", "silver/fact_orders"},
     "silver/history_violations": {*(f"silver/{view}" for view in HISTORIES.values()),
                                   *(f"silver/{table}" for table in HISTORIES)},
     "gold/sales_analytics": {"silver/fact_orders", "silver/dim_orders", "silver/dim_customer",
@@ -70,6 +73,7 @@ EXPECTED_EXPECTATION_CHECKS = {
     ("silver/order_items", "valid_quantity"),
     ("silver/source_reconciliation", "in_sync"),
     ("silver/star_key_violations", "unique_keys"),
+    ("silver/row_accounting", "every_row_accounted"),
     ("silver/history_violations", "sound_history"),
 }
 EXPECTED_MANIFEST_CHECKS = {(f"bronze/{table}{suffix}", "rows_match_manifest")
@@ -122,6 +126,7 @@ def test_each_dlt_expectation_is_an_asset_check():
     lakehouse_blocking = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys
                           if graph.get_check_spec(key).blocking and key.asset_key.path[0] in ("bronze", "silver")}
     assert lakehouse_blocking == EXPECTED_MANIFEST_CHECKS | {("silver/star_key_violations", "unique_keys"),
+                                                             ("silver/row_accounting", "every_row_accounted"),
                                                              ("silver/history_violations", "sound_history")}
     # dbt's tests arrive as checks too: the not_null tests on the Gold sources among them.
     assert ("gold/sales_analytics", "source_not_null_gold_sales_analytics_item_price") in checks

@@ -34,8 +34,9 @@
 --   - a quantity must be positive (valid_quantity); a price may be zero, not negative (valid_price).
 --
 -- silver.source_reconciliation checks the latest versions against the key snapshot, day by day;
--- silver.star_key_violations and silver.history_violations stop an update that would break a key
--- of the star or the shape of a history.
+-- silver.star_key_violations, silver.row_accounting and silver.history_violations stop an update
+-- that would break a key of the star, leave a row in neither the star nor quarantine, or break the
+-- shape of a history.
 
 -- conformed dimensions ------------------------------------------------------------------------------
 
@@ -545,6 +546,25 @@ SELECT 'dim_orders', order_id, count(*) FROM silver.dim_orders
 UNION ALL
 SELECT 'fact_orders', order_item_id, count(*) FROM silver.fact_orders
    GROUP BY order_item_id HAVING order_item_id IS NULL OR count(*) > 1;
+
+CREATE OR REFRESH MATERIALIZED VIEW silver.row_accounting (
+  CONSTRAINT every_row_accounted EXPECT (silver_rows = star_rows + quarantined_rows) ON VIOLATION FAIL UPDATE
+)
+COMMENT 'Per source table, the rows of Silver against those of the star schema and of quarantine: each row is in exactly one of them, or the update fails. A row in neither would count nowhere downstream while every other check passed.'
+AS SELECT
+  'customers' AS source_table,  -- The source table.
+  (SELECT count(*) FROM silver.customers) AS silver_rows,  -- Its rows in Silver.
+  (SELECT count(*) FROM silver.dim_customer) AS star_rows,  -- Those in the star schema.
+  (SELECT count(*) FROM silver.customers_quarantine) AS quarantined_rows  -- Those in quarantine.
+UNION ALL
+SELECT 'products', (SELECT count(*) FROM silver.products), (SELECT count(*) FROM silver.dim_product),
+  (SELECT count(*) FROM silver.products_quarantine)
+UNION ALL
+SELECT 'orders', (SELECT count(*) FROM silver.orders), (SELECT count(*) FROM silver.dim_orders),
+  (SELECT count(*) FROM silver.orders_quarantine)
+UNION ALL
+SELECT 'order_items', (SELECT count(*) FROM silver.order_items), (SELECT count(*) FROM silver.fact_orders),
+  (SELECT count(*) FROM silver.order_items_quarantine);
 
 CREATE OR REFRESH MATERIALIZED VIEW silver.history_violations (
   CONSTRAINT sound_history EXPECT (current_versions = expected_current_versions AND gaps = 0 AND overlapping = 0)
