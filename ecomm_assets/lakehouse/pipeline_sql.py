@@ -222,7 +222,7 @@ def _with_rules(expectations: tuple[Expectation, ...], query: exp.Query, where: 
     return tuple(Expectation(e.name, e.condition, e.action, rules.get(e.name)) for e in expectations)
 
 
-def _check_rules_counted(tables: dict[str, PipelineTable], where: dict[str, str]) -> None:
+def _check_rules_counted(tables: dict[str, PipelineTable]) -> None:
     """Every rule a query evaluates into _failed_rules is counted by one expectation, of that table
     or of the AUTO CDC target it feeds; every expectation on _failed_rules counts a rule."""
     for table in tables.values():
@@ -232,11 +232,11 @@ def _check_rules_counted(tables: dict[str, PipelineTable], where: dict[str, str]
         counting = [table, *(t for t in tables.values() if t.cdc and t.cdc.source == table.name)]
         counted = {e.name for t in counting for e in t.expectations if e.rule}
         if missing := sorted(rules - counted):
-            raise ValueError(f"{where[table.name]}: rule {missing[0]} needs CONSTRAINT {missing[0]} EXPECT "
+            raise ValueError(f"{table.source_file}: {table.name}: rule {missing[0]} needs CONSTRAINT {missing[0]} EXPECT "
                              f"(NOT array_contains({FAILED_RULES}, '{missing[0]}'))")
     for table in tables.values():
         if extra := sorted(e.name for e in table.expectations if FAILED_RULES in e.condition and not e.rule):
-            raise ValueError(f"{where[table.name]}: expectations {extra} count no rule of {FAILED_RULES}")
+            raise ValueError(f"{table.source_file}: {table.name}: expectations {extra} count no rule of {FAILED_RULES}")
 
 
 def _read_files_call(query: exp.Query) -> exp.Anonymous | None:
@@ -425,7 +425,7 @@ def read_pipeline(files: Sequence[Path]) -> tuple[PipelineTable, ...]:
             known[table.name] = dict(table.columns)
             if table.query is not None:
                 described = {**_commented_columns(table.query), **described}
-    _check_rules_counted(tables, {name: f"{t.source_file}: {name}" for name, t in tables.items()})
+    _check_rules_counted(tables)
     return tuple(replace(table, column_descriptions={name: described[name] for name, _ in table.columns
                                                      if name in described}) for table in tables.values())
 

@@ -10,16 +10,16 @@ from ecomm_assets.metrics.assets import DASHBOARD_MODELS, metric_models
 
 
 def failed_kpi_checks(instance: dg.DagsterInstance) -> list[str]:
-    """The checks of the dashboard's tables whose latest result failed with ERROR severity (dbt tests are ERROR)."""
-    checks = [key for key in metric_models.check_keys if key.asset_key in DASHBOARD_MODELS]
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(checks)
+    """The dbt checks (the metric models' tests and their Gold sources') whose latest result failed
+    with ERROR severity (dbt tests are ERROR)."""
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(list(metric_models.check_keys))
     return sorted(f"{key.asset_key.to_user_string()} {key.name}" for key, record in latest.items()
                   if record.status == AssetCheckExecutionRecordStatus.FAILED
                   and record.event.dagster_event.event_specific_data.severity == dg.AssetCheckSeverity.ERROR)
 
 
 # multi_asset_sensor is superseded by Declarative Automation for launching assets; a sensor is
-# what this refresh wants: one request per set of the dashboard's tables, none while a test of one fails.
+# what this refresh wants: one request per set of the dashboard's tables, none while a dbt test fails.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.SupersessionWarning)
 
@@ -31,7 +31,7 @@ with warnings.catch_warnings():
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Refreshes the dashboard once the metric tables it reads have all materialized "
         "for a partition (one request for all the partitions completed since the last), unless a "
-        "check of one of them failed with an error.",
+        "dbt test of them or of their Gold sources failed with an error.",
     )
     def refresh_dashboard_when_kpis_land(context: dg.MultiAssetSensorEvaluationContext):
         landed = context.latest_materialization_records_by_partition_and_asset()
