@@ -103,14 +103,21 @@ def test_rows_breaking_a_rule_are_quarantined_with_its_name(run):
     assert checks[("silver/orders", "valid_id", "2026-03-03")].metadata["partition_failed_records"].value == 1
 
 
-def test_an_added_source_column_is_rescued_in_bronze(run):
-    pipeline, _ = run
+def test_an_added_source_column_is_rescued_in_bronze_and_warned_of(run):
+    pipeline, checks = run
     landed = rows(pipeline, "bronze.products", "_ingestion_date, _rescued_data", "product_id = '900002'")
     # landed on its day and again by the next day's lookback
     assert [(str(day), json.loads(rescued)["supplier"]) for day, rescued in landed] == [
         ("2026-03-03", "ACME Gifts Ltd"), ("2026-03-04", "ACME Gifts Ltd")]
     assert rows(pipeline, "silver.dim_product", "product_id, product_name", "product_id = 900002") == [
         (900002, "Gift box")]
+    # and a person is told, on both days, which column is new
+    for day in ["2026-03-03", "2026-03-04"]:
+        drift = checks[("bronze/rescued_columns", "no_new_source_columns", day)]
+        assert not drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
+        assert drift.metadata["partition_failed_records"].value == 1
+        assert set(drift.metadata["failed_sample"].value) == {"products.supplier"}
+    assert checks[("bronze/rescued_columns", "no_new_source_columns", "2026-03-02")].passed
 
 
 def test_a_key_twice_in_the_source_fails_the_reconciliation(run):
@@ -122,6 +129,37 @@ def test_a_key_twice_in_the_source_fails_the_reconciliation(run):
     assert not in_sync.passed
     assert rows(pipeline, "silver.source_reconciliation", "source_table, source_rows - silver_rows",
                 "source_rows <> silver_rows") == [("orders", 1)]
+
+
+def test_the_quality_score_of_the_day_counts_each_bad_input_once(run):
+    """2026-03-03 holds the bad inputs. Each dimension's score is the share of rows that passed,
+    rounded half up; overall weighs completeness 30, validity 30, referential integrity 20,
+    uniqueness 10, consistency 10."""
+    pipeline, checks = run
+    scores = {(table, dimension): (judged, failed, str(score)) for table, dimension, judged, failed, score in rows(
+        pipeline, "silver.data_quality", "source_table, dimension, rows, failed_rows, score",
+        "_ingestion_date = DATE'2026-03-03'")}
+    # the refund voucher's price of -1.00 is one of the day's two products
+    assert scores[("products", "validity")] == (2, 1, "50.00")
+    assert scores[("products", "overall")] == (None, None, "85.00")  # 30 + 15 + 20 + 10 + 10
+    # order 900005 twice: the extract's second copy breaks uniqueness, the version Silver cannot
+    # hold breaks completeness (1 of 52); NULL key, 'returned', bitcoin and a demo order that
+    # breaks a rule make 4 invalid orders of the 52 held
+    assert scores[("orders", "uniqueness")] == (53, 1, "98.11")
+    assert scores[("orders", "completeness")] == (52, 1, "98.08")
+    assert scores[("orders", "validity")] == (52, 4, "92.31")
+    assert scores[("orders", "overall")] == (None, None, "96.93")  # (30*98.08 + 30*92.31 + 20*100 + 10*98.11 + 10*100) / 100
+    # 8 lines point at an order or product outside the star, 4 bad lines plus 2 of the demo break a value rule
+    assert scores[("order_items", "referential_integrity")] == (200, 8, "96.00")
+    assert scores[("order_items", "validity")] == (200, 6, "97.00")
+    assert scores[("order_items", "overall")] == (None, None, "98.30")
+    assert {score for (table, _), (_, _, score) in scores.items() if table == "customers"} == {"100.00"}
+    # below 95 warns on that day only: products
+    warning = checks[("silver/data_quality", "quality_above_threshold", "2026-03-03")]
+    assert not warning.passed and warning.severity == dg.AssetCheckSeverity.WARN
+    assert warning.metadata["partition_failed_records"].value == 1
+    assert all(check.passed for (_, name, day), check in checks.items()
+               if name == "quality_above_threshold" and day != "2026-03-03")
 
 
 def test_every_source_row_is_in_the_star_or_in_quarantine(run, postgres):

@@ -27,18 +27,20 @@ TWO_DAYS = DashboardData(
     segments=[("champions", 3, Decimal("2000.00")), ("new", 2, Decimal("500.50")), ("at_risk", 1, Decimal("500.00"))],
     top_products=[("Lego castle", "Toys", 3, Decimal("2700.50")), ("Atlas", "Books", 12, Decimal("300.00"))],
     price_changes=[("Atlas", Decimal("30.00"), Decimal("24.00"), Decimal("2.00"), Decimal("3.00"))],
+    quality=[(date(2026, 3, 1), "orders", Decimal("100.00")), (date(2026, 3, 2), "orders", Decimal("97.12"))],
 )
 PANELS = ["revenue", "aov", "top-categories", "customer-acquisition",  # Sales
           "cohort-retention", "segments", "ltv-curve",  # Customer Analytics
-          "top-products", "category-share", "price-changes"]  # Product Performance
+          "top-products", "category-share", "price-changes",  # Product Performance
+          "quality-score"]  # Data Quality
 
 
-def test_the_page_shows_the_headline_kpis_and_its_three_views_and_needs_no_network():
+def test_the_page_shows_the_headline_kpis_and_its_four_views_and_needs_no_network():
     page = render(TWO_DAYS, "test data")
     for kpi, value in {"revenue": "3,000.50", "orders": "10", "aov": "300.05", "new_customers": "6"}.items():
         assert f'data-kpi="{kpi}"><span>' in page and f"<b>{value}</b>" in page
     assert '<span>Revenue (THB)</span>' in page and '<span>AOV (THB)</span>' in page
-    for view in ["sales", "customer-analytics", "product-performance"]:
+    for view in ["sales", "customer-analytics", "product-performance", "data-quality"]:
         assert f'<a href="#{view}">' in page and f'<h2 id="{view}">' in page
     for panel in PANELS:
         assert f'<section class="panel" id="{panel}">' in page
@@ -104,7 +106,7 @@ def chromium() -> str:
     return browser
 
 
-def test_the_dashboard_draws_its_ten_charts_in_a_real_browser_offline(tmp_path):
+def test_the_dashboard_draws_its_eleven_charts_in_a_real_browser_offline(tmp_path):
     page = tmp_path / "dashboard.html"
     page.write_text(render(TWO_DAYS, "test data"))
     browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",

@@ -164,3 +164,28 @@ FROM read_files(
   schema => 'order_item_id STRING, updated_at STRING',
   schemaEvolutionMode => 'rescue'
 );
+
+CREATE OR REFRESH MATERIALIZED VIEW bronze.rescued_columns (
+  CONSTRAINT no_new_source_columns EXPECT (rows = 0)
+)
+COMMENT 'Columns of the landed files that the declared schema lacks (a column added in ecomm-db), rescued into _rescued_data: one row per column and ingestion date, so no_new_source_columns warns on that day and names the column. To keep it, add it to the schema here and to Silver.'
+AS WITH rescued AS (
+  SELECT 'customers' AS source_table, _ingestion_date, _rescued_data FROM bronze.customers
+  UNION ALL
+  SELECT 'products', _ingestion_date, _rescued_data FROM bronze.products
+  UNION ALL
+  SELECT 'orders', _ingestion_date, _rescued_data FROM bronze.orders
+  UNION ALL
+  SELECT 'order_items', _ingestion_date, _rescued_data FROM bronze.order_items
+), rescued_columns AS (
+  SELECT source_table, _ingestion_date, explode(json_object_keys(_rescued_data)) AS column_name
+  FROM rescued
+  WHERE _rescued_data IS NOT NULL
+)
+SELECT
+  concat(source_table, '.', column_name) AS source_column,  -- The new column, as <source table>.<column>.
+  _ingestion_date,  -- The partition whose landed files carry it.
+  count(*) AS rows  -- The landed rows that hold a value in it.
+FROM rescued_columns
+WHERE column_name <> '_file_path'  -- read_files() adds the file's path to the rescued data
+GROUP BY 1, 2;

@@ -611,3 +611,85 @@ SELECT
   overlapping  -- Versions that begin before the one before ended.
 FROM by_key
 WHERE current_versions <> expected_current_versions OR gaps > 0 OR overlapping > 0;
+
+-- quality score -------------------------------------------------------------------------------------
+-- One score per ingestion date, source table and dimension: 100 * (rows - failed_rows) / rows,
+-- rounded half up to hundredths (100 when there is nothing to judge). What a dimension judges:
+--   completeness          the versions ecomm-db had (key snapshot) that Silver holds (source_reconciliation)
+--   validity              current rows that break a data contract rule or name a payment method the
+--                         shop does not accept
+--   referential_integrity current rows whose order, customer or product is not in the star schema
+--   uniqueness            landed rows of a key that one extract already holds (a key twice in ecomm-db):
+--                         every copy after the first fails
+--   consistency           landed versions dated after the extract that read them, or changed before created
+-- The overall score weighs them completeness 30, validity 30, referential integrity 20, uniqueness 10
+-- and consistency 10 (over the dimensions the day has), integers throughout so that every engine
+-- rounds alike.
+
+CREATE OR REFRESH MATERIALIZED VIEW silver.data_quality (
+  CONSTRAINT quality_above_threshold EXPECT (dimension <> 'overall' OR score >= 95)
+)
+COMMENT 'Data quality score per ingestion date, source table and dimension (completeness, validity, referential_integrity, uniqueness, consistency), 0-100, and their weighted overall score. quality_above_threshold warns when a day''s overall score of a table is below 95.'
+AS WITH current_rows AS (
+  SELECT 'customers' AS source_table, _ingestion_date, size(_failed_rules) > 0 AS invalid, false AS unreferenced
+  FROM silver.customers
+  UNION ALL
+  SELECT 'products', _ingestion_date, size(_failed_rules) > 0, false FROM silver.products
+  UNION ALL
+  SELECT 'orders', _ingestion_date, size(_failed_rules) > 0 OR payment_method_key = 'unknown', false FROM silver.orders
+  UNION ALL
+  SELECT 'order_items', _ingestion_date, size(filter(_failed_rules, rule -> rule <> 'valid_reference')) > 0,
+    array_contains(_failed_rules, 'valid_reference')
+  FROM silver.order_items
+), landed_versions AS (
+  SELECT 'customers' AS source_table, _ingestion_date, _source_file, _row_key, created_at, updated_at, _extracted_at
+  FROM silver.customers_changes
+  UNION ALL
+  SELECT 'products', _ingestion_date, _source_file, _row_key, created_at, updated_at, _extracted_at
+  FROM silver.products_changes
+  UNION ALL
+  SELECT 'orders', _ingestion_date, _source_file, _row_key, created_at, updated_at, _extracted_at
+  FROM silver.orders_changes
+  UNION ALL
+  SELECT 'order_items', _ingestion_date, _source_file, _row_key, created_at, updated_at, _extracted_at
+  FROM silver.order_items_changes
+), counted_versions AS (
+  SELECT *, row_number() OVER (PARTITION BY _source_file, _row_key ORDER BY updated_at) AS copy_number
+  FROM landed_versions
+), measured AS (
+  SELECT ingestion_date AS _ingestion_date, source_table, 'completeness' AS dimension, source_rows AS rows,
+    source_rows - silver_rows AS failed_rows
+  FROM silver.source_reconciliation
+  UNION ALL
+  SELECT _ingestion_date, source_table, 'validity', count(*), count_if(invalid) FROM current_rows GROUP BY 1, 2
+  UNION ALL
+  SELECT _ingestion_date, source_table, 'referential_integrity', count(*), count_if(unreferenced)
+  FROM current_rows GROUP BY 1, 2
+  UNION ALL
+  SELECT _ingestion_date, source_table, 'uniqueness', count(*), count_if(copy_number > 1) FROM counted_versions GROUP BY 1, 2
+  UNION ALL
+  SELECT _ingestion_date, source_table, 'consistency', count(*),
+    count_if(coalesce(updated_at > _extracted_at OR created_at > updated_at, false))
+  FROM landed_versions GROUP BY 1, 2
+), scored AS (
+  SELECT
+    *,
+    CASE WHEN rows = 0 THEN 10000 ELSE (20000 * (rows - failed_rows) + rows) DIV (2 * rows) END AS hundredths,
+    CASE dimension WHEN 'completeness' THEN 30 WHEN 'validity' THEN 30 WHEN 'referential_integrity' THEN 20
+      ELSE 10 END AS weight
+  FROM measured
+)
+SELECT
+  _ingestion_date,  -- The ingestion date judged.
+  source_table,  -- The ecomm-db table.
+  dimension,  -- completeness, validity, referential_integrity, uniqueness, consistency, or overall.
+  rows,  -- The rows the dimension judged (NULL for overall).
+  failed_rows,  -- Those that failed it (NULL for overall).
+  CAST(hundredths * 0.01 AS DECIMAL(5, 2)) AS score  -- 0-100: the share of rows that passed; overall: the weighted mean.
+FROM scored
+UNION ALL
+SELECT
+  _ingestion_date, source_table, 'overall', CAST(NULL AS BIGINT), CAST(NULL AS BIGINT),
+  CAST(((2 * sum(hundredths * weight) + sum(weight)) DIV (2 * sum(weight))) * 0.01 AS DECIMAL(5, 2))
+FROM scored
+GROUP BY 1, 2;

@@ -21,10 +21,12 @@ from ecomm_assets.extract.landing_zone import LandingZone, named_files, partitio
 from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate
 from ecomm_assets.lakehouse.pipeline_sql import PipelineTable, pipeline_tables
 from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dates
+from ecomm_assets.retries import StepRetries
 from ecomm_assets.source.postgres import column_descriptions
 
 MANIFEST_CHECK = "rows_match_manifest"
 INGESTION_DATE = "_ingestion_date"
+QUALITY_TABLE = "silver.data_quality"
 
 
 def asset_key(table_name: str) -> dg.AssetKey:
@@ -91,6 +93,14 @@ def _failures_in_table(table: PipelineTable, lakehouse: LakehouseEngine) -> dict
     rows = lakehouse.query(f"SELECT CAST({INGESTION_DATE} AS STRING), count(*), {failures} "
                            f"FROM {table.name} GROUP BY 1")
     return {str(day): tuple(int(n) for n in counts) for day, *counts in rows}
+
+
+def _quality_scores(lakehouse: LakehouseEngine, day: str) -> dict[str, float]:
+    """The overall quality score of each source table on ``day``, as numeric materialization
+    metadata: the asset's Plots tab charts it run after run (a range backfill records its last day's)."""
+    rows = lakehouse.query(f"SELECT source_table, score FROM {QUALITY_TABLE} "
+                           f"WHERE dimension = 'overall' AND {INGESTION_DATE} = DATE'{day}'")
+    return {f"quality_score_{source_table}": float(score) for source_table, score in sorted(rows)}
 
 
 Evaluations = dict[str, tuple[bool, dict]]
@@ -212,7 +222,7 @@ class LakehouseRunConfig(dg.Config):
 )
 def lakehouse_tables(
     context: dg.AssetExecutionContext, config: LakehouseRunConfig, lakehouse: LakehouseEngine,
-    landing_zone: LandingZone,
+    landing_zone: LandingZone, retries: StepRetries,
 ):
     """Refresh the selected tables of the DLT pipeline for the run's ingestion dates."""
     dates = run_ingestion_dates(context)
@@ -220,9 +230,11 @@ def lakehouse_tables(
     if not tables:
         raise dg.Failure("Only checks of the lakehouse tables were selected. A check is judged on what a "
                          "refresh of its table reports: materialize the table to run its checks.")
-    with lakehouse.writing(context.log, holder=f"run {context.run.run_id} (lakehouse refresh)"):
+    with (retries.on_transient_fault(context),
+          lakehouse.writing(context.log, holder=f"run {context.run.run_id} (lakehouse refresh)")):
         updates = lakehouse.refresh(list(tables.values()), dates, context.log, config.full_refresh)
         in_table = {update.name: _failures_in_table(tables[update.name], lakehouse) for update in updates}
+        quality_scores = _quality_scores(lakehouse, dates[-1]) if QUALITY_TABLE in tables else {}
     for update in updates:
         table = tables[update.name]
         dropping = {e.name for e in table.expectations if e.action == "drop"}
@@ -232,6 +244,7 @@ def lakehouse_tables(
                 "dagster/row_count": update.row_count,
                 **{f"dropped_by_{r.name}": r.failed_records for r in update.expectations
                    if r.reported and r.name in dropping},
+                **(quality_scores if table.name == QUALITY_TABLE else {}),
             },
         )
     # Each check is recorded on each ingestion date of the run, a range backfill included, so the

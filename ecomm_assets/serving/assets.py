@@ -19,11 +19,12 @@ class LocalDashboard(dg.ConfigurableResource):
 @dg.multi_asset(  # a multi_asset of one: backfill_policy on @asset is a beta parameter in Dagster 1.13
     specs=[dg.AssetSpec(
         key=["dashboard", "ecommerce_analytics"],
-        deps=DASHBOARD_MODELS,
+        deps=[*DASHBOARD_MODELS, dg.AssetKey(["silver", "data_quality"])],
         description="The Ecommerce Analytics dashboard as one self-contained HTML page, amounts in "
         "Thai baht: Sales (Revenue and AOV per day, Top Selling Categories, Customer Acquisition), "
         "Customer Analytics (cohort retention, RFM segments, LTV curve) and Product Performance "
-        "(top products, category share, price-change effect), from the dbt metric tables.",
+        "(top products, category share, price-change effect), from the dbt metric tables, and Data "
+        "Quality (the overall score per day and source table, from silver.data_quality).",
         group_name="serving",
         kinds={"html", "plotly"},
     )],

@@ -1,8 +1,9 @@
 """The Ecommerce Analytics dashboard as one self-contained HTML file: the local stand-in for the
 Tableau dashboard. Three views on one page, drawn by Plotly, whose JavaScript is embedded so that
 the file works offline: Sales (Revenue, AOV, Top Selling Categories, Customer Acquisition),
-Customer Analytics (cohort retention, segment mix, LTV curve) and Product Performance (top
-products, category share, what price changes did). Amounts are in Thai baht."""
+Customer Analytics (cohort retention, segment mix, LTV curve), Product Performance (top
+products, category share, what price changes did) and Data Quality (the pipeline's overall score
+per day and source table). Amounts are in Thai baht."""
 
 import html
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-# What the dashboard reads: the metric tables dbt builds (Databricks SQL, as LakehouseEngine.query takes it).
+# What the dashboard reads: the metric tables dbt builds and Silver's quality score (Databricks SQL,
+# as LakehouseEngine.query takes it).
 SALES_QUERY = ("SELECT order_date, revenue, order_count, avg_order_value "
                "FROM dbt_prod_metric.agg_sales_kpi ORDER BY order_date")
 CATEGORIES_QUERY = ("SELECT category, sum(quantity_sold), sum(revenue) FROM dbt_prod_metric.agg_product_kpi "
@@ -29,8 +31,10 @@ TOP_PRODUCTS_QUERY = ("SELECT product_name, category, sum(units), sum(revenue) F
 PRICE_CHANGES_QUERY = ("SELECT DISTINCT product_name, price_before, price_after, units_per_day_before_change, "
                        "units_per_day_after_change FROM dbt_prod_metric.agg_product_performance "
                        "WHERE units_per_day_before_change > 0 AND units_per_day_after_change IS NOT NULL ORDER BY 1")
+QUALITY_QUERY = ("SELECT _ingestion_date, source_table, score FROM silver.data_quality "
+                 "WHERE dimension = 'overall' ORDER BY 1, 2")
 QUERIES = (SALES_QUERY, CATEGORIES_QUERY, CUSTOMERS_QUERY, COHORTS_QUERY, SEGMENTS_QUERY, TOP_PRODUCTS_QUERY,
-           PRICE_CHANGES_QUERY)
+           PRICE_CHANGES_QUERY, QUALITY_QUERY)
 CURRENCY = "THB"
 
 
@@ -45,6 +49,7 @@ class DashboardData:
     segments: list[tuple[str, int, Decimal]]  # segment, customers, net revenue
     top_products: list[tuple[str, str, int, Decimal]]  # product, category, units, revenue
     price_changes: list[tuple[str, Decimal, Decimal, Decimal, Decimal]]  # product, price before/after, units/day before/after
+    quality: list[tuple[date, str, Decimal]]  # ingestion date, source table, overall quality score
 
     @property
     def headline(self) -> dict[str, str]:
@@ -142,11 +147,21 @@ def _product_panels(data: DashboardData) -> list[str]:
     ]
 
 
+def _quality_panels(data: DashboardData) -> list[str]:
+    tables = sorted({r[1] for r in data.quality})
+    figure = go.Figure([go.Scatter(x=[r[0].isoformat() for r in data.quality if r[1] == t], mode="lines+markers",
+                                   y=[float(r[2]) for r in data.quality if r[1] == t], name=t) for t in tables])
+    figure.update_yaxes(range=[0, 100.5])
+    return [_panel("quality-score", "Overall data quality score (0-100)", figure,
+                   "Ingestion date (Asia/Bangkok)", "Score")]
+
+
 def render(data: DashboardData, generated_for: str) -> str:
     """The dashboard page for ``data``; ``generated_for`` says which data it shows."""
     views = [("sales", "Sales", _sales_panels(data)),
              ("customer-analytics", "Customer Analytics", _customer_panels(data)),
-             ("product-performance", "Product Performance", _product_panels(data))]
+             ("product-performance", "Product Performance", _product_panels(data)),
+             ("data-quality", "Data Quality", _quality_panels(data))]
     labels = {"revenue": f"Revenue ({CURRENCY})", "orders": "Orders", "aov": f"AOV ({CURRENCY})",
               "new_customers": "New customers"}
     cards = "".join(f'<div class="kpi" data-kpi="{key}"><span>{labels[key]}</span><b>{value}</b></div>'
