@@ -20,7 +20,7 @@ from ecomm_assets.lakehouse.pipeline_sql import pipeline_files, pipeline_setting
 BUNDLE_DIR = REPO_ROOT / "dlt_notebooks"
 DBT_PROJECT = REPO_ROOT / "dbt_project"
 METRIC_MODELS = ("agg_sales_kpi", "agg_product_kpi", "agg_customer_kpi", "agg_customer_lifetime", "agg_customer_cohort",
-                 "agg_product_performance")
+                 "agg_product_performance", "agg_sales_anomalies")
 
 BUNDLE = yaml.safe_load((BUNDLE_DIR / "databricks.yml").read_text())
 RESOURCE_FILES = sorted({path for pattern in BUNDLE["include"] for path in BUNDLE_DIR.glob(pattern)})

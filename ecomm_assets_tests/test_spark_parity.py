@@ -28,7 +28,7 @@ from ecomm_assets.source import demo_data
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]
 METRIC_MODELS = ["agg_sales_kpi", "agg_product_kpi", "agg_customer_kpi", "agg_customer_lifetime", "agg_customer_cohort",
-                 "agg_product_performance"]
+                 "agg_product_performance", "agg_sales_anomalies"]
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +103,11 @@ def test_the_metrics_are_the_same_numbers_on_both_engines(engines, tmp_path):
     subprocess.run([DBT_EXECUTABLE, "compile", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
                     "--profiles-dir", str(DBT_PROJECT_DIR), "--target", "local", "--target-path", str(tmp_path),
                     "--select", *METRIC_MODELS], check=True, env={**os.environ, "ECOMM_HOME": str(pipeline.home)})
-    for model in METRIC_MODELS:
+    spark.spark.sql("CREATE DATABASE IF NOT EXISTS dbt_prod_metric")
+    for model in METRIC_MODELS:  # in dependency order: a model may read one before it
         [compiled] = tmp_path.glob(f"compiled/**/{model}.sql")
-        on_spark = spark.rows(kpi_query(compiled.read_text()))
+        spark.spark.sql(f"CREATE OR REPLACE VIEW dbt_prod_metric.{model} AS {kpi_query(compiled.read_text())}")
+        on_spark = spark.rows(f"SELECT * FROM dbt_prod_metric.{model}")
         assert sorted(on_spark) == sorted(pipeline.query(f"SELECT * FROM dbt_prod_metric.{model}")), model
     assert pipeline.query("SELECT revenue, order_count, avg_order_value FROM dbt_prod_metric.agg_sales_kpi "
                           "WHERE order_date = DATE '2026-02-20'") == [(Decimal("2.01"), 2, Decimal("1.01"))]

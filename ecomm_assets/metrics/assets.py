@@ -2,6 +2,7 @@
 cohorts, product performance), built on the Gold tables."""
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from ecomm_assets.lakehouse.engine import LakehouseEngine
 from ecomm_assets.metrics.project import dbt_project
 from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dates
+from ecomm_assets.retries import StepRetries
 
 
 class MetricsTranslator(DagsterDbtTranslator):
@@ -34,15 +36,24 @@ class MetricsTranslator(DagsterDbtTranslator):
     partitions_def=ingestion_date_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
-def metric_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseEngine):
+def metric_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakehouse: LakehouseEngine,
+                  retries: StepRetries):
     """Build and test the metric models. They are small aggregates recomputed from Gold on every run,
     so any sequence of partition runs leaves them equal to a full recompute. dbt writes into the
-    lakehouse, so it holds the lakehouse's writer lock while it runs."""
-    run_ingestion_dates(context)
-    with lakehouse.writing(context.log, holder=f"run {context.run.run_id} (dbt build)"):
+    lakehouse, so it holds the lakehouse's writer lock while it runs. The tests that judge days (a
+    day without orders, sales outside their trailing band) judge the run's, read by dbt from the
+    environment."""
+    dates = run_ingestion_dates(context)
+    _refuse_unless_gold_holds(context, lakehouse, dates)
+    os.environ.update(ECOMM_RUN_FIRST_DAY=dates[0], ECOMM_RUN_LAST_DAY=dates[-1])  # dagster-dbt hands dbt a copy
+    with (retries.on_transient_fault(context),
+          lakehouse.writing(context.log, holder=f"run {context.run.run_id} (dbt build)")):
         # Held until dbt is done: only then may this process read what dbt wrote (DuckDB admits
         # one process), to add each model's row count and a preview of its latest rows.
-        events = list(dbt.cli(["build"], context=context).stream())
+        # A failing test's result is recorded before the step fails on it: dagster-dbt would raise
+        # at the end of the stream, and the list would lose every result.
+        invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+        events = list(invocation.stream())
         for event in events:
             if isinstance(event, dg.Output):
                 key = context.asset_key_for_output(event.output_name)
@@ -50,6 +61,30 @@ def metric_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, lakeho
                     "dagster/column_schema"].columns]
                 event = event.with_metadata({**event.metadata, **_table_metadata(lakehouse, key, columns)})
             yield event
+    if not invocation.is_successful():
+        raise invocation.get_error()
+
+
+def gold_tables() -> list[dg.AssetKey]:
+    """The Gold tables the metric models read (their dbt sources in gold)."""
+    return sorted(key for key in metric_models.dependency_keys if key.path[0] == "gold")
+
+
+def _refuse_unless_gold_holds(context: dg.AssetExecutionContext, lakehouse: LakehouseEngine,
+                              dates: list[str]) -> None:
+    """The metrics of a day are built from a Gold that holds the day and that no update is writing:
+    otherwise the run fails at once and says why (build_metrics_when_gold_lands starts them when
+    Gold's partition succeeds)."""
+    for key in gold_tables():
+        missing = sorted(set(dates) - context.instance.get_materialized_partitions(key))
+        if missing:
+            raise dg.Failure(
+                f"{key.to_user_string()} holds no partition {', '.join(missing[:5])}"
+                f"{f' (and {len(missing) - 5} more)' if len(missing) > 5 else ''}: the lakehouse run "
+                "(batch_ecomm_pipeline) of those days has not succeeded. The metrics are built when it does.")
+    if active := lakehouse.updates_in_progress():
+        raise dg.Failure(f"Gold is being updated by pipeline update(s) {', '.join(active)}: the metrics would "
+                         "read it half written. They are built when the update succeeds.")
 
 
 def _dashboard_models() -> list[dg.AssetKey]:
