@@ -10,6 +10,8 @@ from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.jobs import batch_ecomm_pipeline, daily_refresh, schedules
 from ecomm_assets.lakehouse.assets import lakehouse_tables
 from ecomm_assets.metrics.assets import DASHBOARD_MODELS, metric_models
+from ecomm_assets.metrics.sensor import build_metrics_when_gold_lands
+from ecomm_assets.operations.sensor import export_run_metrics
 from ecomm_assets.serving.assets import ecommerce_analytics_dashboard
 from ecomm_assets.serving.sensor import refresh_dashboard_when_kpis_land
 
@@ -22,15 +24,16 @@ else:
 
     serving = tableau_workbook_assets(tableau, environment.tableau_state_path())
 
-# Gold and the KPIs must hold yesterday's partition by 06:00 Asia/Bangkok (the schedules run at
-# 01:00 and 05:00); the sensor evaluates the checks, the alert sensor reports the ones that fail.
+# Gold and the metrics must hold yesterday's partition by 05:00 Asia/Bangkok (the lakehouse runs at
+# 01:00, dbt as soon as Gold lands); the sensor evaluates the checks, the alert sensor reports the
+# ones that fail.
 # Dagster 1.13 marks these builders superseded by FreshnessPolicy, which judges when an asset was
 # last updated, not whether the day's partition is there: they are kept on purpose.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.SupersessionWarning)
     freshness_checks = dg.build_time_partition_freshness_checks(
         assets=[key for key in lakehouse_tables.keys if key.path[0] == "gold"] + DASHBOARD_MODELS,
-        deadline_cron="0 6 * * *",
+        deadline_cron="0 5 * * *",
         timezone="Asia/Bangkok",
     )
     freshness_checks_sensor = dg.build_sensor_for_freshness_checks(
@@ -44,7 +47,8 @@ defs = dg.Definitions(
     assets=dg.map_asset_specs(lambda spec: spec.replace_attributes(owners=[OWNER]),
                               [landing_extracts, lakehouse_tables, metric_models, *serving]),
     asset_checks=freshness_checks,
-    sensors=[failure_alerts, freshness_checks_sensor, refresh_dashboard_when_kpis_land],
+    sensors=[failure_alerts, freshness_checks_sensor, build_metrics_when_gold_lands,
+             refresh_dashboard_when_kpis_land, export_run_metrics],
     jobs=[batch_ecomm_pipeline, daily_refresh],
     schedules=schedules,
     resources=environment.resources(),

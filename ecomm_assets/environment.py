@@ -18,6 +18,8 @@ from ecomm_assets.extract.landing_zone import LocalLandingZone
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse
 from ecomm_assets.metrics.dbt_cli import DBT_EXECUTABLE, DbtCli
 from ecomm_assets.metrics.project import LOCAL_TARGET, dbt_project
+from ecomm_assets.operations.metrics_store import OpsMetricsStore
+from ecomm_assets.retries import StepRetries
 from ecomm_assets.serving.assets import LocalDashboard
 from ecomm_assets.source.postgres import SourceDatabase
 
@@ -65,6 +67,7 @@ def local_resources(home: Path, pg_port: int) -> dict:
         ),
         "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target=LOCAL_TARGET),
         "dashboard": local_dashboard(home),
+        "retries": StepRetries(),
     }
 
 
@@ -129,6 +132,7 @@ def prod_resources() -> dict:
         ),
         "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target="prod"),
         "dashboard": local_dashboard(ecomm_home()),
+        "retries": StepRetries(),
     }
 
 
@@ -175,7 +179,17 @@ def tableau_state_path() -> Path:
     return Path(os.getenv("ECOMM_TABLEAU_STATE", ecomm_home() / "tableau_workspace.json"))
 
 
+def ops_metrics_store() -> OpsMetricsStore:
+    """Where each run's metrics go (schema ecomm_ops): in production the database ECOMM_OPS_PG_DSN
+    names, locally the embedded PostgreSQL's ecomm database."""
+    if ecomm_env() == "prod":
+        _required("ECOMM_OPS_PG_DSN")
+        return OpsMetricsStore(conninfo=dg.EnvVar("ECOMM_OPS_PG_DSN"))
+    return OpsMetricsStore(conninfo=f"host=127.0.0.1 port={local_pg_port()} dbname=ecomm user=ecomm")
+
+
 def resources() -> dict:
     pipeline = prod_resources() if ecomm_env() == "prod" else local_resources(ecomm_home(), local_pg_port())
     tableau = tableau_workspace()
-    return {**pipeline, **({"tableau": tableau} if tableau else {}), "alerting": alerting()}
+    return {**pipeline, **({"tableau": tableau} if tableau else {}), "alerting": alerting(),
+            "ops_metrics": ops_metrics_store()}

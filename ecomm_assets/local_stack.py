@@ -28,6 +28,7 @@ import psycopg
 
 from ecomm_assets import environment
 from ecomm_assets.extract.landing_zone import partition_folder
+from ecomm_assets.local_run_launcher import fail_dead_runs
 from ecomm_assets.partitions import ingestion_date_partitions
 from ecomm_assets.source import demo_data
 from ecomm_assets.source.embedded_server import EmbeddedPostgres, server_version
@@ -180,6 +181,8 @@ def build(days: str | None) -> None:
     selection = dg.AssetSelection.all() if days else dg.AssetSelection.all() - dg.AssetSelection.groups("landing")
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     with dg.DagsterInstance.get() as instance:
+        for run_id in fail_dead_runs(instance):
+            print(f"Run {run_id} was left started by a process that is gone: marked failed.")
         done = instance.get_run_records(dg.RunsFilter(tags=tags, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
         if done:
             print(f"Every partition {first} to {last} was built by run {done[0].dagster_run.run_id}: "

@@ -18,6 +18,7 @@ HISTORIES = {"customers": "dim_customer_history", "products": "dim_product_histo
 EXPECTED_DEPS = {
     **{f"landing/{table}": set() for table in SOURCE_TABLES},
     **{f"bronze/{table}{suffix}": {f"landing/{table}"} for table in SOURCE_TABLES for suffix in ["", "_keys"]},
+    "bronze/rescued_columns": {f"bronze/{table}" for table in SOURCE_TABLES},  # new source columns
     # the change feed, applied by AUTO CDC: the latest version of each key, and (three of them) history
     **{f"silver/{table}_changes": {f"bronze/{table}"} for table in SOURCE_TABLES},
     "silver/orders_changes": {"bronze/orders", "silver/dim_payment_method"},  # the methods the shop accepts
@@ -43,6 +44,9 @@ EXPECTED_DEPS = {
                                "silver/dim_customer", "silver/dim_product", "silver/dim_orders", "silver/fact_orders"},
     "silver/history_violations": {*(f"silver/{view}" for view in HISTORIES.values()),
                                   *(f"silver/{table}" for table in HISTORIES)},
+    # the quality score: the star's tables, the change feeds and the reconciliation
+    "silver/data_quality": {*(f"silver/{table}" for table in SOURCE_TABLES),
+                            *(f"silver/{table}_changes" for table in SOURCE_TABLES), "silver/source_reconciliation"},
     "gold/sales_analytics": {"silver/fact_orders", "silver/dim_orders", "silver/dim_customer",
                              "silver/dim_product", "silver/dim_customer_history", "silver/dim_product_history"},
     "gold/agg_daily_sales": {"gold/sales_analytics"},
@@ -52,10 +56,11 @@ EXPECTED_DEPS = {
     "dbt_prod_metric/agg_customer_lifetime": {"gold/sales_analytics"},
     "dbt_prod_metric/agg_customer_cohort": {"gold/sales_analytics"},
     "dbt_prod_metric/agg_product_performance": {"gold/sales_analytics", "silver/dim_product_history"},
+    "dbt_prod_metric/agg_sales_anomalies": {"dbt_prod_metric/agg_sales_kpi"},  # revenue, orders, AOV vs 28 days
     "dashboard/ecommerce_analytics": {"dbt_prod_metric/agg_sales_kpi", "dbt_prod_metric/agg_product_kpi",
                                       "dbt_prod_metric/agg_customer_kpi", "dbt_prod_metric/agg_customer_lifetime",
                                       "dbt_prod_metric/agg_customer_cohort",
-                                      "dbt_prod_metric/agg_product_performance"},
+                                      "dbt_prod_metric/agg_product_performance", "silver/data_quality"},
 }
 # The DLT expectations, mirrored as asset checks; and the landed-rows check of each table that
 # reads landed files, blocking.
@@ -75,6 +80,8 @@ EXPECTED_EXPECTATION_CHECKS = {
     ("silver/star_key_violations", "unique_keys"),
     ("silver/row_accounting", "every_row_accounted"),
     ("silver/history_violations", "sound_history"),
+    ("silver/data_quality", "quality_above_threshold"),
+    ("bronze/rescued_columns", "no_new_source_columns"),
 }
 EXPECTED_MANIFEST_CHECKS = {(f"bronze/{table}{suffix}", "rows_match_manifest")
                             for table in SOURCE_TABLES for suffix in ["", "_keys"]}
@@ -132,12 +139,12 @@ def test_each_dlt_expectation_is_an_asset_check():
     assert ("gold/sales_analytics", "source_not_null_gold_sales_analytics_item_price") in checks
 
 
-def test_the_two_daily_schedules_fire_at_01_and_05_bangkok_time():
-    schedules = {s.job_name: s for s in defs.get_repository_def().schedule_defs}
-    assert set(schedules) == {"batch_ecomm_pipeline", "daily_refresh"}
-    assert schedules["batch_ecomm_pipeline"].cron_schedule == "0 1 * * *"
-    assert schedules["daily_refresh"].cron_schedule == "0 5 * * *"
-    assert {s.execution_timezone for s in schedules.values()} == {"Asia/Bangkok"}
+def test_the_lakehouse_runs_at_01_bangkok_time_and_dbt_when_gold_lands():
+    [schedule] = defs.get_repository_def().schedule_defs
+    assert (schedule.job_name, schedule.cron_schedule, schedule.execution_timezone) == (
+        "batch_ecomm_pipeline", "0 1 * * *", "Asia/Bangkok")
+    sensor = defs.resolve_sensor_def("build_metrics_when_gold_lands")
+    assert sensor.job_name == "daily_refresh" and sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_the_jobs_split_the_graph_at_the_lakehouse():

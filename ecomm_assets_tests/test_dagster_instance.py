@@ -9,6 +9,7 @@ from support import DAYS
 from ecomm_assets import REPO_ROOT
 from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.extract.landing_zone import LocalLandingZone
+from ecomm_assets.retries import StepRetries
 
 
 def test_a_materialization_is_stored_in_postgres_and_read_back(shop, tmp_path, monkeypatch):
@@ -29,7 +30,8 @@ def test_a_materialization_is_stored_in_postgres_and_read_back(shop, tmp_path, m
         result = dg.materialize(
             [landing_extracts], partition_key=DAYS[0], instance=instance,
             selection=[dg.AssetKey(["landing", "products"])],
-            resources={"source_db": shop.resource(), "landing_zone": LocalLandingZone(root=str(tmp_path))})
+            resources={"source_db": shop.resource(), "landing_zone": LocalLandingZone(root=str(tmp_path)),
+                       "retries": StepRetries()})
         assert result.success
 
     with dg.DagsterInstance.get() as reopened:

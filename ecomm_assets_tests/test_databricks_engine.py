@@ -36,6 +36,10 @@ from ecomm_assets.extract.landing_zone import LocalLandingZone
 from ecomm_assets.lakehouse.assets import lakehouse_tables
 from ecomm_assets.lakehouse.engine import ExpectationResult, TableUpdate
 from ecomm_assets.lakehouse.pipeline_sql import pipeline_tables
+from ecomm_assets.metrics.assets import gold_tables, metric_models
+from ecomm_assets.metrics.dbt_cli import DBT_EXECUTABLE, DbtCli
+from ecomm_assets.metrics.project import dbt_project
+from ecomm_assets.retries import StepRetries
 
 PIPELINE = {table.name: table for table in pipeline_tables()}
 log = logging.getLogger("test_databricks_engine")
@@ -369,10 +373,26 @@ def test_a_check_is_judged_on_the_table_when_the_events_leave_its_metrics_out(se
     reconciliation = dg.AssetKey(["silver", "source_reconciliation"])
 
     result = dg.materialize([lakehouse_tables], selection=[reconciliation], partition_key="2026-03-05",
-                            resources={"lakehouse": server.engine(),
+                            resources={"lakehouse": server.engine(), "retries": StepRetries(),
                                        "landing_zone": LocalLandingZone(root=str(tmp_path))})
 
     [in_sync] = result.get_asset_check_evaluations()
     assert (in_sync.check_name, in_sync.passed) == ("in_sync", False)
     assert in_sync.metadata["table_failed_records"].value == 1
     assert "no metrics" in in_sync.metadata["pipeline_metrics"].value
+
+
+def test_dbt_is_refused_while_an_update_writes_gold(server):
+    """The metrics of 2026-03-05 while the lakehouse's update of that day is still running: dbt is
+    not started, and the run says which update it waits for."""
+    writing = server.add_running_update(["RUNNING"] * 1000)
+    with dg.instance_for_test() as instance:
+        for key in gold_tables():  # Gold's partition landed earlier; an update writes it again now
+            instance.report_runless_asset_event(dg.AssetMaterialization(key, partition="2026-03-05"))
+        result = dg.materialize(
+            [metric_models], partition_key="2026-03-05", instance=instance, raise_on_error=False,
+            resources={"lakehouse": server.engine(), "retries": StepRetries(),
+                       "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)})
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert f"Gold is being updated by pipeline update(s) {writing.update_id}" in \
+        failure.step_failure_data.error.to_string()

@@ -15,6 +15,7 @@ import pytest
 from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.extract.landing_zone import LocalLandingZone, partition_folder
 from ecomm_assets.partitions import ingestion_date_partitions
+from ecomm_assets.retries import StepRetries
 from ecomm_assets.source.postgres import SourceDatabase
 
 log = logging.getLogger("test_extract")
@@ -197,7 +198,7 @@ def test_the_extract_lands_deleted_keys_future_dated_rows_and_an_initial_load(cu
     snapshot of the extract before, and the rows dated after its own snapshot (a clock ahead). The
     first partition is the initial load: it also holds every row changed before its window."""
     zone = LocalLandingZone(root=str(tmp_path))
-    resources = {"source_db": customers_at_midnight.resource(), "landing_zone": zone}
+    resources = {"source_db": customers_at_midnight.resource(), "landing_zone": zone, "retries": StepRetries()}
     customers = dg.AssetKey(["landing", "customers"])
 
     def extract(day: str) -> dict[str, list[dict]]:

@@ -1,4 +1,4 @@
-"""Freshness: Gold and the KPIs hold yesterday's partition by 06:00 Asia/Bangkok.
+"""Freshness: Gold and the KPIs hold yesterday's partition by 05:00 Asia/Bangkok.
 
 The code location's freshness checks run, as their sensor runs them, over an instance that
 records which partitions were materialized; Dagster's clock is set to the morning in question.
@@ -28,7 +28,7 @@ def run_freshness_checks(instance: dg.DagsterInstance, now: datetime) -> dict[st
     return {e.asset_key.to_user_string(): e.passed for e in result.get_asset_check_evaluations()}
 
 
-def test_gold_and_kpis_must_hold_yesterday_by_six_in_bangkok():
+def test_gold_and_kpis_must_hold_yesterday_by_five_in_bangkok():
     with dg.instance_for_test() as instance:
         for asset in CHECKED:  # everything landed for 2026-03-04
             instance.report_runless_asset_event(dg.AssetMaterialization(asset.split("/"), partition="2026-03-04"))
@@ -36,10 +36,10 @@ def test_gold_and_kpis_must_hold_yesterday_by_six_in_bangkok():
         for asset in CHECKED[:2]:
             instance.report_runless_asset_event(dg.AssetMaterialization(asset.split("/"), partition="2026-03-05"))
 
-        # Before 06:00 on 2026-03-06 the day due is 2026-03-04: all fresh.
-        assert run_freshness_checks(instance, datetime(2026, 3, 6, 5, 59, tzinfo=ICT)) == dict.fromkeys(CHECKED, True)
-        # From 06:00 the 2026-03-05 partition is due: the KPIs are late.
-        assert run_freshness_checks(instance, datetime(2026, 3, 6, 6, 1, tzinfo=ICT)) == {
+        # Before 05:00 on 2026-03-06 the day due is 2026-03-04: all fresh.
+        assert run_freshness_checks(instance, datetime(2026, 3, 6, 4, 59, tzinfo=ICT)) == dict.fromkeys(CHECKED, True)
+        # From 05:00 the 2026-03-05 partition is due: the KPIs are late.
+        assert run_freshness_checks(instance, datetime(2026, 3, 6, 5, 1, tzinfo=ICT)) == {
             asset: asset.startswith("gold/") for asset in CHECKED}
 
 

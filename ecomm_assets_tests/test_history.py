@@ -6,10 +6,9 @@ pending -> shipped -> delivered, a customer deleted, and a change dated in the f
 """
 
 import pytest
+from support import NIGHTLY
 
 pytestmark = pytest.mark.slow
-
-NIGHTLY = "group:landing or group:bronze or group:silver or group:gold"  # the 01:00 job
 
 
 @pytest.fixture

@@ -21,23 +21,34 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
-from support import DAYS, Pipeline, free_port, source_rows, wait_for
+from dagster._core.launcher import WorkerStatus
+from support import DAYS, NIGHTLY, Pipeline, free_port, source_rows, wait_for
 
 from ecomm_assets import REPO_ROOT
+from ecomm_assets.local_run_launcher import fail_dead_runs
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
 
 pytestmark = pytest.mark.slow
 
 NEXT_DAY = "2026-03-06"  # the first day after the small shop's five
-NIGHTLY = "group:landing or group:bronze or group:silver or group:gold"  # the 01:00 job
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 
 def fault_free(new_pipeline, last: str = DAYS[-1]) -> dict:
     """Every served table after one run over the whole range, from the source as it now stands."""
     pipeline = new_pipeline("fault_free")
-    pipeline.materialize(DAYS[0], last)
+    if last == NEXT_DAY:
+        run_next_day(pipeline, first=DAYS[0])
+    else:
+        pipeline.materialize(DAYS[0], last)
     return pipeline.served()
+
+
+def run_next_day(pipeline: Pipeline, first: str = NEXT_DAY) -> None:
+    """The nightly run up to NEXT_DAY, then dbt of the days the shop traded: NEXT_DAY has no order,
+    which dbt's orders_on_every_day rightly calls an error."""
+    pipeline.materialize(first, NEXT_DAY, selection=NIGHTLY)
+    pipeline.materialize(DAYS[0], DAYS[-1], selection="group:metrics")
 
 
 def check(result: dg.ExecuteInProcessResult, asset: str, name: str) -> dg.AssetCheckEvaluation:
@@ -134,7 +145,8 @@ def test_a_hard_delete_leaves_silver_gold_and_the_kpis_by_the_next_run(shop, new
     with shop.resource().connect() as connection:
         connection.execute("DELETE FROM order_items WHERE order_id = %s", (order_id,))
         connection.execute("DELETE FROM orders WHERE order_id = %s", (order_id,))
-    result = pipeline.materialize(NEXT_DAY)
+    result = pipeline.materialize(NEXT_DAY, selection=NIGHTLY)
+    pipeline.materialize(DAYS[0], DAYS[-1], selection="group:metrics")
 
     # the delete event carries no payment method, and is not warned of for that
     assert all(e.passed for e in result.get_asset_check_evaluations() if e.check_name == "valid_payment_method")
@@ -176,7 +188,7 @@ def test_a_commit_in_the_middle_of_an_extract_is_in_none_of_its_tables(shop, new
     # Neither half of the transaction is in the partition: the order is delivered, the line paid.
     assert status_in_silver(pipeline, order_id) == "delivered"
     assert pipeline.query(f"SELECT item_price FROM silver.fact_orders WHERE order_item_id = {item_id}") == [(price,)]
-    pipeline.materialize(NEXT_DAY)  # the next partition has both halves
+    run_next_day(pipeline)  # the next partition has both halves
     assert status_in_silver(pipeline, order_id) == "cancelled"
     assert pipeline.served() == fault_free(new_pipeline, NEXT_DAY)
 
@@ -274,6 +286,16 @@ def test_a_run_killed_in_the_lakehouse_step_leaves_nothing_half_done_and_blocks_
     assert f"lakehouse refresh) (pid {killed.pid}," in lock.read_text()  # it died holding the lock
     assert pipeline.served() == before  # the refresh's transaction never committed
 
+    # The run stayed STARTED; run monitoring (the daemon) and `make run` mark it failed, once.
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        [dead] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        assert instance.run_monitoring_enabled
+        health = instance.run_launcher.check_run_worker_health(dead)
+        assert health.status == WorkerStatus.FAILED and f"(pid {killed.pid}) is gone" in health.msg
+        assert fail_dead_runs(instance) == [dead.run_id]
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert fail_dead_runs(instance) == []
+
     started = time.monotonic()
     rerun = start_run(env, DAYS[4], DAYS[4])
     output, _ = rerun.communicate(timeout=300)
@@ -313,6 +335,7 @@ def test_a_run_waiting_for_the_lakehouse_says_who_holds_it_gives_up_in_time_and_
         held.flush()
 
         pipeline.resources["lakehouse"] = reconfigured(pipeline.resources["lakehouse"], writer_lock_timeout_seconds=2)
+        pipeline.resources["retries"] = reconfigured(pipeline.resources["retries"], max_retries=0)
         result = pipeline.materialize(DAYS[-1], selection="not group:landing", raise_on_error=False)
         assert any(" - INFO - " in line and "Waiting for the lakehouse file" in line and "run 0badc0de" in line
                    for line in "".join(capfd.readouterr()).splitlines())
@@ -341,6 +364,7 @@ def test_an_extract_while_postgresql_is_down_fails_and_changes_nothing(shop, new
     shop.stop()
     try:
         pipeline.resources["source_db"] = reconfigured(pipeline.resources["source_db"], connect_attempts=1)
+        pipeline.resources["retries"] = reconfigured(pipeline.resources["retries"], max_retries=0)
         result = pipeline.materialize(DAYS[4], raise_on_error=False)
         assert "Connection refused" in step_failure(result)
     finally:
@@ -349,6 +373,48 @@ def test_an_extract_while_postgresql_is_down_fails_and_changes_nothing(shop, new
     assert sorted((p, p.read_bytes()) for p in (pipeline.home / "landing").rglob("*") if p.is_file()) == landed
 
     pipeline.materialize(DAYS[4])
+    assert pipeline.served() == fault_free(new_pipeline)
+
+
+def retried_steps(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+
+
+def test_an_extract_retries_until_postgresql_is_back(shop, new_pipeline):
+    """ecomm-db restarts at 01:00 (a failover): the extract fails, waits and lands on its next try."""
+    pipeline = new_pipeline()
+    pipeline.resources["source_db"] = reconfigured(pipeline.resources["source_db"], connect_attempts=1)
+    pipeline.resources["retries"] = reconfigured(pipeline.resources["retries"], first_delay_seconds=2)
+    shop.stop()
+    back = threading.Timer(3, shop.start)
+    back.start()
+    try:
+        result = pipeline.materialize(DAYS[0], DAYS[-1])
+    finally:
+        back.join()
+    assert retried_steps(result)[0] == "landing_extracts"
+    assert set(retried_steps(result)) == {"landing_extracts"}
+    assert pipeline.served() == fault_free(new_pipeline)
+
+
+def test_the_lakehouse_and_dbt_steps_retry_while_another_run_holds_the_lakehouse(shop, new_pipeline):
+    """Another run holds the lakehouse for longer than a step waits: the step gives up, waits and
+    succeeds on a later try, and the tables are those of a run without the wait."""
+    pipeline = new_pipeline()
+    pipeline.materialize(DAYS[0], DAYS[-1], selection="group:landing")
+    pipeline.resources["lakehouse"] = reconfigured(pipeline.resources["lakehouse"], writer_lock_timeout_seconds=1)
+    pipeline.resources["retries"] = reconfigured(pipeline.resources["retries"], first_delay_seconds=2)
+    lock = writer_lock(pipeline)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for selection, step in [("group:bronze or group:silver or group:gold", "batch_ecomm_pipeline_tables"),
+                            ("group:metrics", "metric_models")]:
+        with lock.open("a+") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            released = threading.Timer(2.5, fcntl.flock, (held, fcntl.LOCK_UN))
+            released.start()
+            result = pipeline.materialize(DAYS[0], DAYS[-1], selection=selection)
+            released.join()
+        assert step in retried_steps(result), selection
     assert pipeline.served() == fault_free(new_pipeline)
 
 

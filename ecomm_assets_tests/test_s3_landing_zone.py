@@ -10,6 +10,7 @@ from support import DAYS, source_rows
 from ecomm_assets import REPO_ROOT
 from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.extract.s3_landing_zone import S3LandingZone
+from ecomm_assets.retries import StepRetries
 
 BUCKET = "ecomm-landing"
 MiB = 1 << 20
@@ -106,7 +107,7 @@ def test_the_bucket_lifecycle_rules_clear_unfinished_uploads_and_retired_extract
 def test_each_extract_lands_new_objects_and_never_rewrites_one(shop, landing):
     stray = f"{PARTITION}/part-0001.csv"
     landing.s3.get_client().put_object(Bucket=BUCKET, Key=stray, Body=b"left over")
-    resources = {"source_db": shop.resource(), "landing_zone": landing}
+    resources = {"source_db": shop.resource(), "landing_zone": landing, "retries": StepRetries()}
 
     results = [dg.materialize([landing_extracts], partition_key=DAYS[1], resources=resources,
                               selection=[dg.AssetKey(["landing", "orders"])]) for _ in range(2)]

@@ -45,6 +45,7 @@ def prod_env(shop, s3_endpoint, monkeypatch, request):
             "DATABRICKS_HOST": databricks.host, **databricks_credentials,
             "DATABRICKS_HTTP_PATH": f"/sql/1.0/warehouses/{WAREHOUSE_ID}",
             "ECOMM_DLT_PIPELINE_ID": "8a1f3c2e-5b7d-4e9a-b0c1-d2e3f4a5b6c7",
+            "ECOMM_OPS_PG_DSN": f"postgresql://{shop.user}:{PG_PASSWORD}@127.0.0.1:{shop.port}/ecomm?sslmode=disable",
         }.items():
             monkeypatch.setenv(name, value)
         resources = environment.resources()
@@ -104,6 +105,7 @@ def test_no_secret_leaks_from_a_failed_connection(prod_env, monkeypatch, capfd):
     monkeypatch.setenv("ECOMM_PG_DSN", f"postgresql://ecomm:{PG_PASSWORD}@127.0.0.1:1/ecomm?connect_timeout=1")
     resources = environment.resources()
     resources["source_db"] = resources["source_db"].model_copy(update={"connect_attempts": 1})
+    resources["retries"] = resources["retries"].model_copy(update={"max_retries": 0})
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(defs.assets, selection=SELECTION[:1], partition_key=DAYS[1],
                                 resources=resources,

@@ -40,6 +40,8 @@ class DagsterUI:
         shutil.copy(REPO_ROOT / "ecomm_assets/instance/local.yaml", dagster_home / "dagster.yaml")
         self.env = {**os.environ, "ECOMM_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
                     "ECOMM_PG_PORT": str(pg_port), "ECOMM_FIRST_INGESTION_DATE": DAYS[0]}
+        # the storage is created here, once: the webserver and the daemon would race to create it
+        dg.DagsterInstance.from_config(str(dagster_home)).dispose()
         bin_dir = Path(sys.executable).parent
         code = ["-m", "ecomm_assets.definitions"]
         self.processes = [

@@ -61,7 +61,7 @@ class Alerting(dg.ConfigurableResource):
         return channels
 
 
-def _run_end_events(instance: dg.DagsterInstance, after: int | None, since: float) -> list[dg.EventLogRecord]:
+def run_end_events(instance: dg.DagsterInstance, after: int | None, since: float) -> list[dg.EventLogRecord]:
     """The run-end events after storage id ``after`` (after time ``since`` when None), oldest first.
     When a kind of event fills its page, the list stops at that page's last one, so that the
     events left for the next tick all come after the ones returned."""
@@ -162,7 +162,7 @@ def failure_alerts(context: dg.SensorEvaluationContext, alerting: Alerting) -> d
         places.setdefault(name, {"after": None, "sent": []})
     known = [place["after"] for place in places.values() if place["after"] is not None]
     down, sent = {}, 0
-    for run_end in _run_end_events(context.instance, min(known) if known else None, since):
+    for run_end in run_end_events(context.instance, min(known) if known else None, since):
         alerts = None
         for name, send in channels.items():
             place = places[name]

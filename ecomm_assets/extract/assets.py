@@ -18,6 +18,7 @@ from ecomm_assets.extract.landing_zone import (
     partition_folder,
 )
 from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dates
+from ecomm_assets.retries import StepRetries
 from ecomm_assets.source.postgres import SourceDatabase, SourceTable, column_descriptions, source_tables
 
 TABLE_DESCRIPTIONS = {
@@ -125,11 +126,12 @@ def land_extract(source_db: SourceDatabase, landing_zone: LandingZone, tables: S
 )
 def landing_extracts(
     context: dg.AssetExecutionContext, config: ExtractConfig, source_db: SourceDatabase,
-    landing_zone: LandingZone,
+    landing_zone: LandingZone, retries: StepRetries,
 ):
     """Land each selected table's changed rows for the run's ingestion dates, the keys deleted since
     the extract before, and its key snapshot, all read from one snapshot of ecomm-db."""
     tables = sorted(key.path[-1] for key in context.selected_asset_keys)
-    for table, metadata in land_extract(source_db, landing_zone, tables, run_ingestion_dates(context),
-                                        config.lookback_hours, context.log, holder=context.run.run_id):
-        yield dg.MaterializeResult(asset_key=["landing", table], metadata=metadata)
+    with retries.on_transient_fault(context):
+        for table, metadata in land_extract(source_db, landing_zone, tables, run_ingestion_dates(context),
+                                            config.lookback_hours, context.log, holder=context.run.run_id):
+            yield dg.MaterializeResult(asset_key=["landing", table], metadata=metadata)

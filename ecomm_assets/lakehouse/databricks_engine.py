@@ -173,6 +173,9 @@ class DatabricksLakehouse(LakehouseEngine):
                     raise
                 log.info(f"Pipeline {self.pipeline_id} became busy before our update started: {refused}")
 
+    def updates_in_progress(self) -> list[str]:
+        return self._active_updates(self._workspace_client)
+
     def _active_updates(self, workspace: WorkspaceClient) -> list[str]:
         latest = workspace.pipelines.get(self.pipeline_id).latest_updates or []
         return [u.update_id for u in latest if u.state.value not in _FINAL_STATES]

@@ -44,6 +44,11 @@ class LakehouseEngine(dg.ConfigurableResource, ABC):
         ``holder`` says who holds it to whoever waits."""
         yield
 
+    def updates_in_progress(self) -> list[str]:
+        """The pipeline updates writing its tables now, for engines that let readers in meanwhile
+        (Databricks); an engine whose writers exclude readers (``writing()``) has none to report."""
+        return []
+
     @abstractmethod
     def query(self, statement: str) -> list[tuple]:
         """The rows of a query over the pipeline's tables (Databricks SQL, tables as layer.table)."""

@@ -1,0 +1,89 @@
+"""The operations metrics store: each ended run's metrics (duration, steps, rows per asset and
+day, check results, quality scores) in the PostgreSQL schema ``ecomm_ops`` (``ecomm_ops.sql``),
+where the team's monitoring reads them. Locally it is the embedded PostgreSQL's ``ecomm``
+database; in production the database ``ECOMM_OPS_PG_DSN`` names."""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
+from pydantic import Field
+
+SCHEMA_SQL = Path(__file__).with_name("ecomm_ops.sql")
+
+
+def _instant(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+
+
+def _seconds(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start
+
+
+def _numbers(metadata: dict[str, dg.MetadataValue]) -> dict[str, float]:
+    return {name: float(value.value) for name, value in metadata.items()
+            if isinstance(value, dg.IntMetadataValue | dg.FloatMetadataValue) and value.value is not None}
+
+
+@dataclass
+class RunMetrics:
+    """One ended run, as the rows of the ecomm_ops tables."""
+
+    run: tuple
+    steps: list[tuple] = field(default_factory=list)
+    asset_metrics: list[tuple] = field(default_factory=list)
+    check_results: list[tuple] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, instance: dg.DagsterInstance, run_id: str) -> "RunMetrics":
+        run, stats = instance.get_run_by_id(run_id), instance.get_run_stats(run_id)
+        first = run.tags.get(ASSET_PARTITION_RANGE_START_TAG, run.tags.get(PARTITION_NAME_TAG))
+        last = run.tags.get(ASSET_PARTITION_RANGE_END_TAG, first)
+        metrics = cls(run=(run_id, run.job_name, run.status.value, first, last, _instant(stats.start_time),
+                           _instant(stats.end_time), _seconds(stats.start_time, stats.end_time)))
+        for step in instance.get_run_step_stats(run_id):
+            metrics.steps.append((run_id, step.step_key, step.status.value if step.status else None,
+                                  len(step.attempts_list) or 1, _instant(step.start_time),
+                                  _instant(step.end_time), _seconds(step.start_time, step.end_time)))
+        records = instance.get_records_for_run(run_id, of_type={
+            dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_CHECK_EVALUATION}).records
+        for record in records:
+            event = record.event_log_entry.dagster_event
+            if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                materialization = event.event_specific_data.materialization
+                metrics.asset_metrics += [(run_id, materialization.asset_key.to_user_string(),
+                                           materialization.partition or "", name, value)
+                                          for name, value in _numbers(materialization.metadata).items()]
+            else:
+                evaluation = event.event_specific_data
+                numbers = _numbers(evaluation.metadata)
+                metrics.check_results.append((
+                    run_id, evaluation.asset_key.to_user_string(), evaluation.check_name, evaluation.partition or "",
+                    evaluation.passed, evaluation.severity.value,
+                    numbers.get("partition_failed_records", numbers.get("failed_records",
+                                                                          numbers.get("dagster_dbt/failed_row_count")))))
+        return metrics
+
+
+class OpsMetricsStore(dg.ConfigurableResource):
+    """The PostgreSQL database that holds schema ecomm_ops."""
+
+    conninfo: str = Field(description="libpq connection string; a secret one through dg.EnvVar.")
+
+    def write(self, metrics: list[RunMetrics]) -> None:
+        """Write the runs in one transaction; a run written before is not written again (and any
+        row of it that is there already stays as it is)."""
+        with psycopg.connect(self.conninfo, connect_timeout=10) as connection, connection.cursor() as cursor:
+            cursor.execute(SCHEMA_SQL.read_text())
+            for run in metrics:
+                cursor.execute("INSERT INTO ecomm_ops.runs VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                               "ON CONFLICT DO NOTHING", run.run)
+                for table, rows in [("steps", run.steps), ("asset_metrics", run.asset_metrics),
+                                    ("check_results", run.check_results)]:
+                    if rows:
+                        placeholders = ", ".join(["%s"] * len(rows[0]))
+                        cursor.executemany(f"INSERT INTO ecomm_ops.{table} VALUES ({placeholders}) "
+                                           "ON CONFLICT DO NOTHING", rows)

@@ -1,0 +1,76 @@
+"""Operations metrics in PostgreSQL: every ended run's metrics in schema ecomm_ops of the real
+embedded server, written once however often they are delivered, and kept waiting while the
+database is down."""
+
+import dagster as dg
+import psycopg
+import pytest
+from support import DAYS, NIGHTLY, source_rows
+
+from ecomm_assets.operations.metrics_store import OpsMetricsStore
+from ecomm_assets.operations.sensor import export_run_metrics
+
+pytestmark = pytest.mark.slow
+
+
+def tick(instance: dg.DagsterInstance, store: OpsMetricsStore, cursor: str | None) -> dg.SensorResult:
+    return export_run_metrics(dg.build_sensor_context(instance=instance, cursor=cursor,
+                                                      resources={"ops_metrics": store}))
+
+
+def ops(shop, query: str) -> list[tuple]:
+    return source_rows(shop, query)
+
+
+def test_each_run_is_exported_once_with_its_steps_rows_checks_and_quality(shop, new_pipeline):
+    with psycopg.connect(shop.resource().conninfo()) as connection:
+        connection.execute("DROP SCHEMA IF EXISTS ecomm_ops CASCADE")
+    store = OpsMetricsStore(conninfo=shop.resource().conninfo())
+    with dg.instance_for_test() as instance:
+        pipeline = new_pipeline(instance=instance)
+        nightly = pipeline.materialize(DAYS[0], DAYS[1], selection=NIGHTLY)
+        failed = pipeline.materialize(DAYS[1], DAYS[0], raise_on_error=False)  # a reversed range fails
+
+        result = tick(instance, store, None)
+        assert "Exported 2 run(s)" in result.skip_reason.skip_message
+        assert ops(shop, "SELECT run_id, status, partition_start, partition_end, duration_seconds > 0 "
+                         "FROM ecomm_ops.runs") == sorted(
+            [(nightly.run_id, "SUCCESS", DAYS[0], DAYS[1], True), (failed.run_id, "FAILURE", DAYS[1], DAYS[0], True)])
+        assert ops(shop, f"SELECT step_key, status, attempts FROM ecomm_ops.steps WHERE run_id = '{nightly.run_id}'") == [
+            ("batch_ecomm_pipeline_tables", "SUCCESS", 1), ("landing_extracts", "SUCCESS", 1),
+            ("metric_models", "SUCCESS", 1)]  # dbt's tests of its Gold sources are checks of Gold
+        # the rows landed per table and day are the extract's, as its manifest counted them
+        landed = {(m.asset_key.to_user_string(), m.partition): m.metadata["dagster/row_count"].value
+                  for m in (e.materialization for e in nightly.get_asset_materialization_events())
+                  if m.asset_key.path[0] == "landing"}
+        assert dict(((asset, day), int(value)) for asset, day, value in ops(
+            shop, f"SELECT asset_key, partition, value FROM ecomm_ops.asset_metrics WHERE run_id = '{nightly.run_id}' "
+                  "AND asset_key LIKE 'landing/%' AND metric = 'dagster/row_count'")) == landed
+        # every check result of the run, with its day, and the quality scores
+        evaluations = nightly.get_asset_check_evaluations()
+        assert ops(shop, f"SELECT count(*), count(*) FILTER (WHERE NOT passed) FROM ecomm_ops.check_results "
+                         f"WHERE run_id = '{nightly.run_id}'") == [
+            (len(evaluations), len([e for e in evaluations if not e.passed]))]
+        assert {metric for (metric,) in ops(shop, "SELECT DISTINCT metric FROM ecomm_ops.asset_metrics "
+                                                  "WHERE asset_key = 'silver/data_quality'")} >= {
+            "quality_score_customers", "quality_score_products", "quality_score_orders", "quality_score_order_items"}
+
+        # Nothing new: nothing written. Delivered again from the start: nothing written twice.
+        counts = "SELECT (SELECT count(*) FROM ecomm_ops.runs), (SELECT count(*) FROM ecomm_ops.steps), " \
+                 "(SELECT count(*) FROM ecomm_ops.asset_metrics), (SELECT count(*) FROM ecomm_ops.check_results)"
+        before = ops(shop, counts)
+        assert tick(instance, store, result.cursor).cursor == result.cursor
+        tick(instance, store, None)
+        assert ops(shop, counts) == before
+
+        # The database down: the run waits, and is written when it is back.
+        later = pipeline.materialize(DAYS[2], selection=NIGHTLY)
+        shop.stop()
+        try:
+            waiting = tick(instance, store, result.cursor)
+        finally:
+            shop.start()
+        assert "ecomm_ops is unreachable; 1 run(s) wait" in waiting.skip_reason.skip_message
+        assert waiting.cursor == result.cursor
+        tick(instance, store, waiting.cursor)
+        assert ops(shop, f"SELECT status FROM ecomm_ops.runs WHERE run_id = '{later.run_id}'") == [("SUCCESS",)]
