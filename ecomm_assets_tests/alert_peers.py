@@ -14,12 +14,14 @@ SLACK_TOKEN = "xoxb-0000-test-secret"
 
 class SlackPeer:
     """POST /api/chat.postMessage with a bot token; ``down = True`` answers 503 as Slack does in an
-    outage. ``messages`` are the accepted request bodies."""
+    outage; ``rate_limit_every = n`` answers every n-th message 429 with Retry-After: 1, as Slack
+    does past its rate limit. ``messages`` are the accepted request bodies."""
 
     def __init__(self):
         self.messages: list[dict] = []
         self.refused = 0
         self.down = False
+        self.rate_limit_every, self.rate_limited, self.requests = 0, 0, 0
         peer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,13 +34,19 @@ class SlackPeer:
                 if peer.down:
                     peer.refused += 1
                     return self._answer(503, {"ok": False, "error": "service_unavailable"})
+                peer.requests += 1
+                if peer.rate_limit_every and peer.requests % peer.rate_limit_every == 0:
+                    peer.rate_limited += 1
+                    return self._answer(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "1"})
                 message = json.loads(body)
                 peer.messages.append(message)
                 return self._answer(200, {"ok": True, "channel": message["channel"], "ts": f"{len(peer.messages)}.0001"})
 
-            def _answer(self, status: int, payload: dict):
+            def _answer(self, status: int, payload: dict, headers: dict[str, str] | None = None):
                 data = json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -58,14 +66,21 @@ class SlackPeer:
 
 class SmtpPeer:
     """An SMTP server on 127.0.0.1; ``down = True`` answers every message with a temporary
-    failure (451). ``messages`` are the accepted ones, parsed."""
+    failure (451). ``messages`` are the accepted ones, parsed; ``sessions`` counts the EHLOs, one
+    per connection."""
 
     def __init__(self, port: int):
         self.messages: list[email.message.EmailMessage] = []
+        self.sessions = 0
         self.down = False
         self.port = port
         self.controller = Controller(self, hostname="127.0.0.1", port=port)
         self.controller.start()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.sessions += 1
+        session.host_name = hostname
+        return responses
 
     async def handle_DATA(self, server, session, envelope):
         if self.down:

@@ -9,9 +9,10 @@ import re
 import dagster as dg
 import pytest
 from alert_peers import SLACK_TOKEN, SlackPeer, SmtpPeer
+from dagster._core.utils import make_new_run_id
 from support import DAYS, NIGHTLY, free_port, source_rows
 
-from ecomm_assets.alerts.sensor import Alerting, failure_alerts
+from ecomm_assets.alerts.sensor import SENDS_PER_TICK, Alerting, failure_alerts
 
 DAGSTER_URL = "http://dagster.ecomm.example:3000"
 
@@ -112,3 +113,32 @@ def test_every_failed_check_and_run_reaches_each_channel_once(shop, new_pipeline
         assert texts[-1] == "\n".join(run_alert)
         assert len(smtp.messages) == len(alert_log.read_text().splitlines()) == len(failed_checks) + 1
 
+
+def test_a_backlog_larger_than_a_tick_reaches_each_channel_once_over_several_ticks(slack, smtp, tmp_path):
+    """200 failed runs at once (a night of backfills gone wrong), Slack rate limiting: each tick
+    sends at most SENDS_PER_TICK alerts over one SMTP connection and says so; the ticks after it go
+    on from its cursor until every alert reached every channel once."""
+    alert_log = tmp_path / "alerts.jsonl"
+    with dg.instance_for_test() as instance:
+        for _ in range(200):
+            run = instance.add_run(dg.DagsterRun(job_name="batch_ecomm_pipeline", run_id=make_new_run_id()))
+            instance.report_run_failed(run, "planted failure")
+        sensor = AlertSensor(instance, Alerting(
+            alert_log=str(alert_log), slack_token=SLACK_TOKEN, slack_channel="#data-alerts",
+            slack_base_url=slack.base_url, smtp_host="127.0.0.1", smtp_port=smtp.port,
+            email_from="dagster@ecomm.example", email_to=["data-oncall@ecomm.example"]))
+        slack.rate_limit_every = 40
+
+        reports = [sensor.tick().skip_reason.skip_message]
+        assert reports[0] == f"{SENDS_PER_TICK} alert(s) sent, more wait for the next tick"
+        while "more wait" in reports[-1]:
+            reports.append(sensor.tick().skip_reason.skip_message)
+        assert len(reports) == 3 * 200 // SENDS_PER_TICK + 1 and reports[-1] == "0 alert(s) sent"
+
+    assert {m["text"].splitlines()[0] for m in slack.messages} == {"Run failed: batch_ecomm_pipeline, partition none"}
+    for delivered in ([m["text"] for m in slack.messages], [m.get_content() for m in smtp.messages],
+                      alert_log.read_text().splitlines()):
+        runs = [re.search(r"/runs/([0-9a-f-]+)", text).group(1) for text in delivered]
+        assert len(runs) == len(set(runs)) == 200  # every run once, on every channel
+    assert slack.rate_limited >= 4  # Slack said 429 and was waited for, nothing was lost to it
+    assert smtp.sessions <= len(reports)  # one connection per tick that sent mail

@@ -16,3 +16,6 @@ class AlertLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as file:
             file.write(alert.to_json() + "\n")
+
+    def close(self) -> None:
+        pass

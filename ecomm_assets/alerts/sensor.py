@@ -11,7 +11,6 @@ while the others go on; nothing is sent twice to a channel and nothing is skippe
 import json
 import logging
 import time
-from collections.abc import Callable
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -30,6 +29,10 @@ from ecomm_assets.alerts.smtp import EmailChannel
 RUN_END_EVENTS = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE,
                   dg.DagsterEventType.RUN_CANCELED)
 PAGE = 100
+# A tick ends well inside Dagster's 60 s sensor timeout, whatever the backlog: at most this many
+# sends or seconds, then the cursor records how far each channel got and the next tick goes on.
+SENDS_PER_TICK = 50
+SECONDS_PER_TICK = 30
 # A channel without a place in the cursor (the sensor's first tick, a newly configured channel)
 # starts with the runs that ended in the last day, not with the instance's whole history.
 FIRST_LOOK_BACK_SECONDS = 24 * 3600
@@ -51,13 +54,14 @@ class Alerting(dg.ConfigurableResource):
     email_from: str | None = None
     email_to: list[str] = []
 
-    def channels(self, log: logging.Logger) -> dict[str, Callable[[Alert], None]]:
-        channels = {"alert_log": AlertLog(self.alert_log, log).send}
+    def channels(self, log: logging.Logger) -> dict[str, AlertLog | SlackChannel | EmailChannel]:
+        """The configured channels; each has ``send(alert)`` and ``close()`` (at the end of a tick)."""
+        channels = {"alert_log": AlertLog(self.alert_log, log)}
         if self.slack_token:
-            channels["slack"] = SlackChannel(self.slack_token, self.slack_channel, self.slack_base_url).send
+            channels["slack"] = SlackChannel(self.slack_token, self.slack_channel, self.slack_base_url)
         if self.smtp_host:
             channels["email"] = EmailChannel(self.smtp_host, self.smtp_port, self.email_from, self.email_to,
-                                             self.smtp_user, self.smtp_password).send
+                                             self.smtp_user, self.smtp_password)
         return channels
 
 
@@ -161,30 +165,43 @@ def failure_alerts(context: dg.SensorEvaluationContext, alerting: Alerting) -> d
     for name in channels:
         places.setdefault(name, {"after": None, "sent": []})
     known = [place["after"] for place in places.values() if place["after"] is not None]
-    down, sent = {}, 0
-    for run_end in run_end_events(context.instance, min(known) if known else None, since):
-        alerts = None
-        for name, send in channels.items():
-            place = places[name]
-            if name in down or (run_end.storage_id <= place["after"] if place["after"] is not None
-                                else run_end.event_log_entry.timestamp < since):
-                continue
-            alerts = alerts if alerts is not None else run_alerts(context.instance, run_end, alerting.dagster_url)
-            for alert in alerts:
-                if alert.id in place["sent"]:
+    down, sent, started = {}, 0, time.monotonic()
+
+    def spent() -> bool:
+        return sent >= SENDS_PER_TICK or time.monotonic() - started >= SECONDS_PER_TICK
+
+    try:
+        for run_end in run_end_events(context.instance, min(known) if known else None, since):
+            if spent():
+                break
+            alerts = None
+            for name, channel in channels.items():
+                place = places[name]
+                if name in down or (run_end.storage_id <= place["after"] if place["after"] is not None
+                                    else run_end.event_log_entry.timestamp < since):
                     continue
-                try:
-                    send(alert)
-                except Exception as error:  # noqa: BLE001 - any failure of a channel keeps its place
-                    down[name] = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
-                    context.log.error(f"Alert channel {name} failed, will retry from {alert.id}: {down[name]}")
-                    break
-                place["sent"].append(alert.id)
-                sent += 1
-            else:
-                place.update(after=run_end.storage_id, sent=[])
+                alerts = alerts if alerts is not None else run_alerts(context.instance, run_end, alerting.dagster_url)
+                for alert in alerts:
+                    if alert.id in place["sent"]:
+                        continue
+                    if spent():
+                        break
+                    try:
+                        channel.send(alert)
+                    except Exception as error:  # noqa: BLE001 - any failure of a channel keeps its place
+                        down[name] = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+                        context.log.error(f"Alert channel {name} failed, will retry from {alert.id}: {down[name]}")
+                        break
+                    place["sent"].append(alert.id)
+                    sent += 1
+                else:
+                    place.update(after=run_end.storage_id, sent=[])
+    finally:
+        for channel in channels.values():
+            channel.close()
     cursor = json.dumps(places, sort_keys=True)
+    report = f"{sent} alert(s) sent" + (", more wait for the next tick" if spent() else "")
     if down:
-        return dg.SensorResult(skip_reason="Alert channels down, their alerts wait for the next tick: "
+        return dg.SensorResult(skip_reason=f"{report}. Alert channels down, their alerts wait for the next tick: "
                                            + "; ".join(f"{n}: {e}" for n, e in down.items()), cursor=cursor)
-    return dg.SensorResult(skip_reason=f"{sent} alert(s) sent", cursor=cursor)
+    return dg.SensorResult(skip_reason=report, cursor=cursor)

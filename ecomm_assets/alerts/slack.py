@@ -1,6 +1,7 @@
 """Slack: an alert is one message posted to a channel with ``chat.postMessage`` (slack_sdk)."""
 
 from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from ecomm_assets.alerts.alert import Alert
 
@@ -9,6 +10,9 @@ class SlackChannel:
     def __init__(self, token: str, channel: str, base_url: str = WebClient.BASE_URL):
         self.channel = channel
         self.client = WebClient(token=token, base_url=base_url, timeout=15)
+        # Slack answers 429 with Retry-After past about one message per second and channel: wait
+        # as told and try again, up to three times, before the channel counts as down for the tick.
+        self.client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
 
     def send(self, alert: Alert) -> None:
         """Post ``alert``; raises ``SlackApiError`` when Slack does not take it."""
@@ -22,3 +26,6 @@ class SlackChannel:
             ],
             unfurl_links=False,
         )
+
+    def close(self) -> None:
+        pass

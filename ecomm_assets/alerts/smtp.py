@@ -1,4 +1,5 @@
-"""Email: an alert is one plain-text message sent over SMTP (STARTTLS when the server offers it)."""
+"""Email: an alert is one plain-text message sent over SMTP (STARTTLS when the server offers it),
+all the alerts of a sensor tick over one connection."""
 
 import smtplib
 from email.message import EmailMessage
@@ -12,6 +13,19 @@ class EmailChannel:
         self.host, self.port = host, port
         self.sender, self.recipients = sender, recipients
         self.user, self.password = user, password
+        self._smtp: smtplib.SMTP | None = None
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._smtp is None:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=15)
+            smtp.ehlo()
+            if smtp.has_extn("starttls"):
+                smtp.starttls()
+                smtp.ehlo()
+            if self.user:
+                smtp.login(self.user, self.password or "")
+            self._smtp = smtp
+        return self._smtp
 
     def send(self, alert: Alert) -> None:
         message = EmailMessage()
@@ -19,11 +33,17 @@ class EmailChannel:
         message["From"] = self.sender
         message["To"] = ", ".join(self.recipients)
         message.set_content(alert.text)
-        with smtplib.SMTP(self.host, self.port, timeout=15) as smtp:
-            smtp.ehlo()
-            if smtp.has_extn("starttls"):
-                smtp.starttls()
-                smtp.ehlo()
-            if self.user:
-                smtp.login(self.user, self.password or "")
-            smtp.send_message(message)
+        try:
+            self._connection().send_message(message)
+        except smtplib.SMTPException:
+            self.close()  # the next send, next tick, starts a new session
+            raise
+
+    def close(self) -> None:
+        """End the tick's connection, if there is one."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
