@@ -181,11 +181,13 @@ def tableau_state_path() -> Path:
 
 def ops_metrics_store() -> OpsMetricsStore:
     """Where each run's metrics go (schema ecomm_ops): in production the database ECOMM_OPS_PG_DSN
-    names, locally the embedded PostgreSQL's ecomm database."""
+    names, locally the embedded PostgreSQL's ecomm database; and the monitoring page drawn from them."""
+    page = str(ecomm_home() / "monitoring" / "pipeline_monitoring.html")
     if ecomm_env() == "prod":
         _required("ECOMM_OPS_PG_DSN")
-        return OpsMetricsStore(conninfo=dg.EnvVar("ECOMM_OPS_PG_DSN"))
-    return OpsMetricsStore(conninfo=f"host=127.0.0.1 port={local_pg_port()} dbname=ecomm user=ecomm")
+        return OpsMetricsStore(conninfo=dg.EnvVar("ECOMM_OPS_PG_DSN"), monitoring_page=page)
+    return OpsMetricsStore(conninfo=f"host=127.0.0.1 port={local_pg_port()} dbname=ecomm user=ecomm",
+                           monitoring_page=page)
 
 
 def resources() -> dict:

@@ -22,10 +22,11 @@ def ops(shop, query: str) -> list[tuple]:
     return source_rows(shop, query)
 
 
-def test_each_run_is_exported_once_with_its_steps_rows_checks_and_quality(shop, new_pipeline):
+def test_each_run_is_exported_once_with_its_steps_rows_checks_and_quality(shop, new_pipeline, tmp_path):
     with psycopg.connect(shop.resource().conninfo()) as connection:
         connection.execute("DROP SCHEMA IF EXISTS ecomm_ops CASCADE")
-    store = OpsMetricsStore(conninfo=shop.resource().conninfo())
+    page = tmp_path / "pipeline_monitoring.html"
+    store = OpsMetricsStore(conninfo=shop.resource().conninfo(), monitoring_page=str(page))
     with dg.instance_for_test() as instance:
         pipeline = new_pipeline(instance=instance)
         nightly = pipeline.materialize(DAYS[0], DAYS[1], selection=NIGHTLY)
@@ -54,6 +55,12 @@ def test_each_run_is_exported_once_with_its_steps_rows_checks_and_quality(shop, 
         assert {metric for (metric,) in ops(shop, "SELECT DISTINCT metric FROM ecomm_ops.asset_metrics "
                                                   "WHERE asset_key = 'silver/data_quality'")} >= {
             "quality_score_customers", "quality_score_products", "quality_score_orders", "quality_score_order_items"}
+
+        # The monitoring page draws them: a bar per step of the run's last day, a line per table landed.
+        html = page.read_text()
+        for chart in ["durations", "rows-landed", "failed-checks", "quarantine", "quality-trend"]:
+            assert f'<section class="panel" id="{chart}">' in html
+        assert '"name":"landing_extracts"' in html and '"name":"orders"' in html
 
         # Nothing new: nothing written. Delivered again from the start: nothing written twice.
         counts = "SELECT (SELECT count(*) FROM ecomm_ops.runs), (SELECT count(*) FROM ecomm_ops.steps), " \

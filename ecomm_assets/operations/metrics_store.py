@@ -72,6 +72,7 @@ class OpsMetricsStore(dg.ConfigurableResource):
     """The PostgreSQL database that holds schema ecomm_ops."""
 
     conninfo: str = Field(description="libpq connection string; a secret one through dg.EnvVar.")
+    monitoring_page: str = Field(description="Where the pipeline monitoring page is written.")
 
     def write(self, metrics: list[RunMetrics]) -> None:
         """Write the runs in one transaction; a run written before is not written again (and any

@@ -1,10 +1,13 @@
 """The sensor that exports each ended run's metrics to the operations metrics store (ecomm_ops)."""
 
+from pathlib import Path
+
 import dagster as dg
 import psycopg
 
 from ecomm_assets.alerts.sensor import run_end_events
 from ecomm_assets.operations.metrics_store import OpsMetricsStore, RunMetrics
+from ecomm_assets.operations.monitoring_page import write_monitoring_page
 
 RUNS_PER_TICK = 20  # a tick stays short whatever the backlog; the next one goes on from the cursor
 
@@ -15,7 +18,8 @@ RUNS_PER_TICK = 20  # a tick stays short whatever the backlog; the next one goes
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Writes the metrics of every ended run (duration, steps, rows per asset and day, "
     "check results, quality scores) to the PostgreSQL schema ecomm_ops, in the order the runs "
-    "ended, each once; while the database is unreachable the runs wait for the next tick.",
+    "ended, each once, then redraws the pipeline monitoring page from it; while the database is "
+    "unreachable the runs wait for the next tick.",
 )
 def export_run_metrics(context: dg.SensorEvaluationContext, ops_metrics: OpsMetricsStore) -> dg.SensorResult:
     after = int(context.cursor) if context.cursor else None
@@ -24,6 +28,7 @@ def export_run_metrics(context: dg.SensorEvaluationContext, ops_metrics: OpsMetr
         return dg.SensorResult(skip_reason="No run ended since the last export.", cursor=context.cursor)
     try:
         ops_metrics.write([RunMetrics.of(context.instance, run_end.run_id) for run_end in ended])
+        write_monitoring_page(ops_metrics.conninfo, Path(ops_metrics.monitoring_page))
     except psycopg.OperationalError as error:
         return dg.SensorResult(
             skip_reason=f"ecomm_ops is unreachable; {len(ended)} run(s) wait for the next tick: "

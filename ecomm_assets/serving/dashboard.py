@@ -63,7 +63,7 @@ class DashboardData:
         }
 
 
-def _panel(panel_id: str, title: str, figure: go.Figure, x_title: str = "", y_title: str = "") -> str:
+def panel(panel_id: str, title: str, figure: go.Figure, x_title: str = "", y_title: str = "") -> str:
     figure.update_layout(title=title, margin={"l": 70, "r": 20, "t": 50, "b": 50}, height=360,
                          template="plotly_white", legend={"orientation": "h", "y": -0.25},
                          xaxis_title=x_title, yaxis_title=y_title)
@@ -79,18 +79,18 @@ def _percent_change(before: Decimal, after: Decimal) -> float:
 def _sales_panels(data: DashboardData) -> list[str]:
     days = [r[0].isoformat() for r in data.sales]
     return [
-        _panel("revenue", f"Revenue per day ({CURRENCY})", go.Figure(go.Scatter(
+        panel("revenue", f"Revenue per day ({CURRENCY})", go.Figure(go.Scatter(
             x=days, y=[float(r[1]) for r in data.sales], mode="lines+markers", name="revenue")),
             "Order date (Asia/Bangkok)", f"Revenue ({CURRENCY})"),
-        _panel("aov", f"Average order value per day ({CURRENCY})", go.Figure(go.Scatter(
+        panel("aov", f"Average order value per day ({CURRENCY})", go.Figure(go.Scatter(
             x=days, y=[float(r[3]) for r in data.sales], mode="lines+markers", name="AOV")),
             "Order date (Asia/Bangkok)", f"AOV ({CURRENCY})"),
-        _panel("top-categories", "Top selling categories (units sold)", go.Figure(go.Bar(
+        panel("top-categories", "Top selling categories (units sold)", go.Figure(go.Bar(
             x=[r[1] for r in data.categories][::-1], y=[r[0] for r in data.categories][::-1], orientation="h",
             customdata=[f"{r[2]:,.2f}" for r in data.categories][::-1],
             hovertemplate=f"%{{y}}: %{{x}} units, revenue %{{customdata}} {CURRENCY}<extra></extra>", name="units")),
             "Units sold", "Category"),
-        _panel("customer-acquisition", "Customer acquisition", go.Figure([
+        panel("customer-acquisition", "Customer acquisition", go.Figure([
             go.Bar(x=[r[0].isoformat() for r in data.customers], y=[r[2] for r in data.customers],
                    name="new customers"),
             go.Scatter(x=[r[0].isoformat() for r in data.customers], y=[r[1] for r in data.customers],
@@ -115,14 +115,14 @@ def _customer_panels(data: DashboardData) -> list[str]:
     for figure in (heatmap, ltv):
         figure.update_xaxes(dtick=1)  # whole months
     return [
-        _panel("cohort-retention", "Cohort retention (% of the cohort ordering)", heatmap,
+        panel("cohort-retention", "Cohort retention (% of the cohort ordering)", heatmap,
                "Months since first order", "Cohort (customers)"),
-        _panel("segments", "Customer segments (RFM)", go.Figure(go.Bar(
+        panel("segments", "Customer segments (RFM)", go.Figure(go.Bar(
             x=[r[0] for r in data.segments], y=[r[1] for r in data.segments],
             customdata=[f"{r[2]:,.2f}" for r in data.segments],
             hovertemplate=f"%{{x}}: %{{y}} customers, net revenue %{{customdata}} {CURRENCY}<extra></extra>",
             name="customers")), "Segment", "Customers"),
-        _panel("ltv-curve", f"LTV curve: cumulative revenue per customer ({CURRENCY})", ltv,
+        panel("ltv-curve", f"LTV curve: cumulative revenue per customer ({CURRENCY})", ltv,
                "Months since first order", f"Revenue per customer ({CURRENCY})"),
     ]
 
@@ -130,15 +130,15 @@ def _customer_panels(data: DashboardData) -> list[str]:
 def _product_panels(data: DashboardData) -> list[str]:
     changes = data.price_changes
     return [
-        _panel("top-products", f"Top products by revenue ({CURRENCY})", go.Figure(go.Bar(
+        panel("top-products", f"Top products by revenue ({CURRENCY})", go.Figure(go.Bar(
             x=[float(r[3]) for r in data.top_products][::-1], y=[r[0] for r in data.top_products][::-1],
             orientation="h", customdata=[f"{r[1]}, {r[2]:,} units" for r in data.top_products][::-1],
             hovertemplate="%{y} (%{customdata}): %{x:,.2f}<extra></extra>", name="revenue")),
             f"Revenue ({CURRENCY})", "Product"),
-        _panel("category-share", "Share of revenue by category", go.Figure(go.Pie(
+        panel("category-share", "Share of revenue by category", go.Figure(go.Pie(
             labels=[r[0] for r in data.categories], values=[float(r[2]) for r in data.categories],
             hovertemplate=f"%{{label}}: %{{value:,.2f}} {CURRENCY} (%{{percent}})<extra></extra>"))),
-        _panel("price-changes", "Latest price change: units per day after vs before", go.Figure(go.Scatter(
+        panel("price-changes", "Latest price change: units per day after vs before", go.Figure(go.Scatter(
             x=[_percent_change(r[1], r[2]) for r in changes], y=[_percent_change(r[3], r[4]) for r in changes],
             mode="markers", text=[r[0] for r in changes], name="products",
             customdata=[f"{r[1]} to {r[2]} {CURRENCY}, {r[3]} to {r[4]} units/day" for r in changes],
@@ -152,7 +152,7 @@ def _quality_panels(data: DashboardData) -> list[str]:
     figure = go.Figure([go.Scatter(x=[r[0].isoformat() for r in data.quality if r[1] == t], mode="lines+markers",
                                    y=[float(r[2]) for r in data.quality if r[1] == t], name=t) for t in tables])
     figure.update_yaxes(range=[0, 100.5])
-    return [_panel("quality-score", "Overall data quality score (0-100)", figure,
+    return [panel("quality-score", "Overall data quality score (0-100)", figure,
                    "Ingestion date (Asia/Bangkok)", "Score")]
 
 
@@ -166,11 +166,17 @@ def render(data: DashboardData, generated_for: str) -> str:
               "new_customers": "New customers"}
     cards = "".join(f'<div class="kpi" data-kpi="{key}"><span>{labels[key]}</span><b>{value}</b></div>'
                     for key, value in data.headline.items())
-    nav = " · ".join(f'<a href="#{view_id}">{title}</a>' for view_id, title, _ in views)
-    sections = "".join(f'<h2 id="{view_id}">{title}</h2><div class="panels">{"".join(panels)}</div>'
-                       for view_id, title, panels in views)
+    return html_page("Ecommerce Analytics", generated_for, views, f'<div class="kpis">{cards}</div>')
+
+
+def html_page(title: str, subtitle: str, views: list[tuple[str, str, list[str]]], header: str = "") -> str:
+    """A self-contained page (plotly.js inside, nothing to fetch): its title, a line saying what it
+    shows, ``header``, then each view (id, title, panels) under a link in the navigation."""
+    nav = " · ".join(f'<a href="#{view_id}">{view_title}</a>' for view_id, view_title, _ in views)
+    sections = "".join(f'<h2 id="{view_id}">{view_title}</h2><div class="panels">{"".join(panels)}</div>'
+                       for view_id, view_title, panels in views)
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Ecommerce Analytics</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
 .kpis {{ display: flex; gap: 16px; margin: 16px 0; }}
@@ -181,10 +187,10 @@ body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
 </style>
 <script>{get_plotlyjs()}</script>
 </head><body>
-<h1>Ecommerce Analytics</h1>
-<p>{html.escape(generated_for)}</p>
+<h1>{html.escape(title)}</h1>
+<p>{html.escape(subtitle)}</p>
 <nav>{nav}</nav>
-<div class="kpis">{cards}</div>
+{header}
 {sections}
 </body></html>
 """
