@@ -9,6 +9,7 @@ from ecomm_assets.alerts.sensor import failure_alerts
 from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.jobs import batch_ecomm_pipeline, daily_refresh, schedules
 from ecomm_assets.lakehouse.assets import lakehouse_tables
+from ecomm_assets.lakehouse.repair_sensor import rerun_out_of_sync_days
 from ecomm_assets.metrics.assets import DASHBOARD_MODELS, metric_models
 from ecomm_assets.metrics.sensor import build_metrics_when_gold_lands
 from ecomm_assets.operations.sensor import export_run_metrics
@@ -48,7 +49,7 @@ defs = dg.Definitions(
                               [landing_extracts, lakehouse_tables, metric_models, *serving]),
     asset_checks=freshness_checks,
     sensors=[failure_alerts, freshness_checks_sensor, build_metrics_when_gold_lands,
-             refresh_dashboard_when_kpis_land, export_run_metrics],
+             refresh_dashboard_when_kpis_land, export_run_metrics, rerun_out_of_sync_days],
     jobs=[batch_ecomm_pipeline, daily_refresh],
     schedules=schedules,
     resources=environment.resources(),

@@ -62,11 +62,12 @@ class Pipeline:
         self.instance = instance or dg.DagsterInstance.ephemeral()
 
     def materialize(self, first: str, last: str | None = None, selection: str = "*",
-                    raise_on_error: bool = True, **run_config) -> dg.ExecuteInProcessResult:
+                    raise_on_error: bool = True, tags: dict[str, str] | None = None,
+                    **run_config) -> dg.ExecuteInProcessResult:
         """One run over the partition range first..last (a single-run backfill when they differ);
         ``run_config`` by op name, e.g. ``landing_extracts={"lookback_hours": 0}``."""
         tags = {"dagster/asset_partition_range_start": first,
-                "dagster/asset_partition_range_end": last or first}
+                "dagster/asset_partition_range_end": last or first, **(tags or {})}
         with pytest.MonkeyPatch.context() as env:
             env.setenv("ECOMM_HOME", str(self.home))  # dbt's profile reads it
             result = dg.materialize(self.assets, selection=selection, resources=self.resources, tags=tags,

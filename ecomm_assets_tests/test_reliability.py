@@ -8,6 +8,7 @@ and doing it repairs the tables. Nothing is lost silently, nothing stays stuck.
 """
 
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -25,6 +26,8 @@ from dagster._core.launcher import WorkerStatus
 from support import DAYS, NIGHTLY, Pipeline, free_port, source_rows, wait_for
 
 from ecomm_assets import REPO_ROOT
+from ecomm_assets.alerts.sensor import Alerting, failure_alerts
+from ecomm_assets.lakehouse.repair_sensor import REPAIR_TAG, rerun_out_of_sync_days
 from ecomm_assets.local_run_launcher import fail_dead_runs
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
 
@@ -103,8 +106,8 @@ def test_a_change_committed_after_its_days_extract_arrives_with_the_next_partiti
     assert pipeline.served() == fault_free(new_pipeline)
 
 
-def test_a_change_committed_later_than_the_lookback_fails_reconciliation_until_its_day_is_rerun(
-        shop, new_pipeline):
+def test_a_change_committed_later_than_the_lookback_is_repaired_by_a_rerun_of_its_day_once(
+        shop, new_pipeline, tmp_path):
     pipeline = new_pipeline()
     pipeline.materialize(DAYS[0], DAYS[2], selection=NIGHTLY)
     order_id = a_delivered_order(shop, DAYS[2])
@@ -124,11 +127,33 @@ def test_a_change_committed_later_than_the_lookback_fails_reconciliation_until_i
                    for day, table, source, silver in pipeline.rows("silver.source_reconciliation") if source != silver]
     assert out_of_sync == [("2026-03-03", "orders", 1)]  # one version of one order is missing
 
-    repaired = pipeline.materialize("2026-03-03")
+    # The repair sensor asks for a re-run of that day (the daemon launches it), and only of that day.
+    def repair_sensor() -> dg.SensorResult:
+        return rerun_out_of_sync_days(dg.build_sensor_context(instance=pipeline.instance))
+
+    [request] = repair_sensor().run_requests
+    assert (request.partition_key, request.tags) == ("2026-03-03", {REPAIR_TAG: "2026-03-03"})
+    repaired = pipeline.materialize("2026-03-03", selection=NIGHTLY, tags=request.tags)
+    pipeline.materialize(DAYS[0], DAYS[-1], selection="group:metrics")  # dbt follows Gold
 
     assert check(repaired, "silver/source_reconciliation", "in_sync").passed
     assert status_in_silver(pipeline, order_id) == "cancelled"
     assert pipeline.served() == fault_free(new_pipeline)
+    assert repair_sensor().skip_reason.skip_message == "in_sync passes: nothing to repair."
+    alert_log = tmp_path / "alerts.jsonl"
+    failure_alerts(dg.build_sensor_context(instance=pipeline.instance, resources={
+        "alerting": Alerting(alert_log=str(alert_log))}))
+    assert "Repaired automatically: ingestion date 2026-03-03 re-run, in sync with ecomm-db again" in [
+        json.loads(line)["title"] for line in alert_log.read_text().splitlines()]
+
+    # Late again on the same day: repaired once this week already, so it is left to a person.
+    with psycopg.connect(shop.resource().conninfo()) as late:
+        late.execute("UPDATE orders SET status = 'delivered', updated_at = '2026-03-03 23:40+07' "
+                     "WHERE order_id = %s", (order_id,))
+    pipeline.materialize(DAYS[4], selection=NIGHTLY)
+    left = repair_sensor()
+    assert not left.run_requests
+    assert "repaired once already, left to a person: 2026-03-03" in left.skip_reason.skip_message
 
 
 # --- deletes and consistent cuts --------------------------------------------------------------------

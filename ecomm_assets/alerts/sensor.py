@@ -25,7 +25,9 @@ from ecomm_assets.alerts.alert import Alert
 from ecomm_assets.alerts.alert_log import AlertLog
 from ecomm_assets.alerts.slack import SlackChannel
 from ecomm_assets.alerts.smtp import EmailChannel
+from ecomm_assets.lakehouse.repair_sensor import IN_SYNC, REPAIR_TAG
 
+SOURCE_RECONCILIATION, IN_SYNC_CHECK = IN_SYNC.asset_key.to_user_string(), IN_SYNC.name
 RUN_END_EVENTS = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE,
                   dg.DagsterEventType.RUN_CANCELED)
 PAGE = 100
@@ -132,6 +134,18 @@ def run_alerts(instance: dg.DagsterInstance, run_end: dg.EventLogRecord, dagster
             id=f"check:{run.run_id}:{asset}:{check_name}",
             title=f"Check failed ({evaluations[0].severity.value}): {asset} {check_name}, partition {partition}",
             fields={"asset": asset, "partition": partition, "check": check_name, **_details(metadata), "run": link},
+        ))
+    if repaired := run.tags.get(REPAIR_TAG):
+        still_out = (SOURCE_RECONCILIATION, IN_SYNC_CHECK) in failed_checks
+        alerts.append(Alert(
+            id=f"repair:{run.run_id}",
+            title=(f"Repair failed (ERROR): ingestion date {repaired}, re-run automatically, is still out of "
+                   "sync with ecomm-db: a person must look" if still_out else
+                   f"Repaired automatically: ingestion date {repaired} re-run, in sync with ecomm-db again")
+            if run_end.event_log_entry.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS else
+            f"Repair failed (ERROR): the automatic re-run of ingestion date {repaired} failed: a person must look",
+            fields={"partition": repaired, "why": "in_sync named it and the nightly lookback no longer reaches it",
+                    "run": link},
         ))
     if run_end.event_log_entry.dagster_event_type == dg.DagsterEventType.RUN_FAILURE:
         steps = {r.event_log_entry.step_key: r.event_log_entry.dagster_event.step_failure_data.error
