@@ -10,7 +10,10 @@ while the others go on; nothing is sent twice to a channel and nothing is skippe
 
 import json
 import logging
+import re
 import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -108,6 +111,16 @@ def _details(metadata: dict[str, dg.MetadataValue]) -> dict[str, str]:
     return details
 
 
+def _freshness(metadata: dict[str, dg.MetadataValue]) -> dict[str, str]:
+    """The deadline a freshness check judged against, in its own time zone."""
+    params, tick = metadata.get("dagster/freshness_params"), metadata.get("dagster/latest_cron_tick_timestamp")
+    if params is None or tick is None:
+        return {}
+    zone = params.value.get("timezone", "UTC")
+    deadline = datetime.fromtimestamp(tick.value, ZoneInfo(zone))
+    return {"deadline": f"{deadline:%Y-%m-%d %H:%M} {zone} (cron {params.value.get('deadline_cron')})"}
+
+
 def run_alerts(instance: dg.DagsterInstance, run_end: dg.EventLogRecord, dagster_url: str) -> list[Alert]:
     """The alerts of the run that ``run_end`` ended: its failed checks, then its failure."""
     run = instance.get_run_by_id(run_end.run_id)
@@ -124,7 +137,10 @@ def run_alerts(instance: dg.DagsterInstance, run_end: dg.EventLogRecord, dagster
                                          []).append(evaluation)
     alerts = []
     for (asset, check_name), evaluations in failed_checks.items():
+        reason = evaluations[0].description
         days = sorted({e.partition for e in evaluations if e.partition})
+        if not days and reason and (named := re.search(r"partition (\d{4}-\d{2}-\d{2})", reason)):
+            days = [named.group(1)]  # a freshness check names the partition it expected
         partition = (", ".join(days) if len(days) <= 10 else f"{days[0]}, …, {days[-1]}") or _partition(run)
         metadata = evaluations[0].metadata
         if len(days) > 1:  # the counts of one day would mislead: keep the whole table's
@@ -133,7 +149,9 @@ def run_alerts(instance: dg.DagsterInstance, run_end: dg.EventLogRecord, dagster
         alerts.append(Alert(
             id=f"check:{run.run_id}:{asset}:{check_name}",
             title=f"Check failed ({evaluations[0].severity.value}): {asset} {check_name}, partition {partition}",
-            fields={"asset": asset, "partition": partition, "check": check_name, **_details(metadata), "run": link},
+            fields={"asset": asset, "partition": partition, "check": check_name,
+                    **({"reason": reason} if reason else {}), **_freshness(metadata), **_details(metadata),
+                    "run": link},
         ))
     if repaired := run.tags.get(REPAIR_TAG):
         still_out = (SOURCE_RECONCILIATION, IN_SYNC_CHECK) in failed_checks
