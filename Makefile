@@ -1,7 +1,7 @@
 # ecomm_data_pipeline: the whole daily pipeline on this machine, then its tests.
 #   make run    install, start the local stack, backfill every demo partition, show the KPIs
 #               (make run DAYS=2026-11-20...2026-11-22 builds those days only)
-#   make dev    the Dagster UI on http://127.0.0.1:3000 over the same local state
+#   make dev    the Dagster UI on http://127.0.0.1:3000 over the same local state (PORT=3001 for another port)
 #   make test   the test suite (the Spark parity tests included)
 #   make parity the DLT SQL on local Spark against the DuckDB engine, alone (~3 min)
 #   make bench  the benchmarks, side by side (results in .ecomm_home/bench, ~15 min)
@@ -14,6 +14,8 @@ PY := $(BIN)/python
 export ECOMM_HOME ?= $(CURDIR)/.ecomm_home
 export DAGSTER_HOME ?= $(ECOMM_HOME)/dagster
 MANIFEST := dbt_project/target/manifest.json
+# the port of the Dagster UI (make dev); the alerts link to it
+PORT ?= 3000
 # the partitions start at the first seeded day (written by `local_stack seed`)
 FIRST_DAY = ECOMM_FIRST_INGESTION_DATE=$$(cut -d. -f1 $(ECOMM_HOME)/seeded_window.txt 2>/dev/null)
 
@@ -50,13 +52,14 @@ run: install manifest instance
 	@$(FIRST_DAY) $(PY) -m ecomm_assets.local_stack replay
 	@$(FIRST_DAY) $(PY) -m ecomm_assets.local_stack build $(DAYS)
 	@$(PY) -m ecomm_assets.local_stack summary
-	@echo "\nBrowse the lineage, runs and checks: make dev, then open http://127.0.0.1:3000"
+	@echo "\nBrowse the lineage, runs and checks: make dev, then open http://127.0.0.1:$(PORT)"
 
 # Ctrl-C stops the UI: dagster dev shuts down, and the recipe ends as a success, so make
 # reports no error.
 dev: install manifest instance
 	@$(PY) -m ecomm_assets.local_stack up
-	@trap 'exit 0' INT; $(FIRST_DAY) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	@trap 'exit 0' INT; $(FIRST_DAY) ECOMM_DAGSTER_URL=$${ECOMM_DAGSTER_URL:-http://127.0.0.1:$(PORT)} \
+	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 test: lint install manifest
 	$(BIN)/pytest

@@ -142,3 +142,17 @@ def test_a_backlog_larger_than_a_tick_reaches_each_channel_once_over_several_tic
         assert len(runs) == len(set(runs)) == 200  # every run once, on every channel
     assert slack.rate_limited >= 4  # Slack said 429 and was waited for, nothing was lost to it
     assert smtp.sessions <= len(reports)  # one connection per tick that sent mail
+
+
+def test_a_throw_away_instance_keeps_its_alerts_out_of_the_project_s_alert_log(tmp_path):
+    """`dagster dev -w workspace.yaml` without DAGSTER_HOME runs on a temporary instance, whose runs
+    and checks are not the project's: its alerts are logged in its own folder."""
+    project_log = tmp_path / "alerts.jsonl"
+    home = tmp_path / ".tmp_dagster_home_1a2b3c"
+    home.mkdir()
+    with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance:
+        run = instance.add_run(dg.DagsterRun(job_name="batch_ecomm_pipeline", run_id=make_new_run_id()))
+        instance.report_run_failed(run, "planted failure")
+        AlertSensor(instance, Alerting(alert_log=str(project_log))).tick()
+    assert not project_log.exists()
+    assert "Run failed: batch_ecomm_pipeline" in (home / "alerts.jsonl").read_text()

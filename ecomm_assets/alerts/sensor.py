@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -31,6 +32,7 @@ from ecomm_assets.alerts.smtp import EmailChannel
 from ecomm_assets.lakehouse.repair_sensor import IN_SYNC, REPAIR_TAG
 
 SOURCE_RECONCILIATION, IN_SYNC_CHECK = IN_SYNC.asset_key.to_user_string(), IN_SYNC.name
+TEMPORARY_HOME = ".tmp_dagster_home_"  # the instance folder `dagster dev` makes when DAGSTER_HOME is not set
 RUN_END_EVENTS = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE,
                   dg.DagsterEventType.RUN_CANCELED)
 PAGE = 100
@@ -59,9 +61,13 @@ class Alerting(dg.ConfigurableResource):
     email_from: str | None = None
     email_to: list[str] = []
 
-    def channels(self, log: logging.Logger) -> dict[str, AlertLog | SlackChannel | EmailChannel]:
-        """The configured channels; each has ``send(alert)`` and ``close()`` (at the end of a tick)."""
-        channels = {"alert_log": AlertLog(self.alert_log, log)}
+    def channels(self, log: logging.Logger, instance: dg.DagsterInstance) -> dict[str, AlertLog | SlackChannel | EmailChannel]:
+        """The configured channels; each has ``send(alert)`` and ``close()`` (at the end of a tick).
+        The alerts of a throw-away instance (`dagster dev` without DAGSTER_HOME) are logged in its
+        own folder, never in the project's alert log."""
+        root = Path(instance.root_directory or "")
+        alert_log = root / "alerts.jsonl" if root.name.startswith(TEMPORARY_HOME) else self.alert_log
+        channels = {"alert_log": AlertLog(str(alert_log), log)}
         if self.slack_token:
             channels["slack"] = SlackChannel(self.slack_token, self.slack_channel, self.slack_base_url)
         if self.smtp_host:
@@ -191,7 +197,7 @@ def run_alerts(instance: dg.DagsterInstance, run_end: dg.EventLogRecord, dagster
     "check and every failed run, once each.",
 )
 def failure_alerts(context: dg.SensorEvaluationContext, alerting: Alerting) -> dg.SensorResult:
-    channels = alerting.channels(context.log)
+    channels = alerting.channels(context.log, context.instance)
     places = {name: place for name, place in json.loads(context.cursor or "{}").items() if name in channels}
     since = time.time() - FIRST_LOOK_BACK_SECONDS
     for name in channels:
