@@ -67,6 +67,12 @@ def test_the_pipeline_is_given_every_setting_its_sql_reads():
     assert PIPELINE["continuous"] is False
 
 
+def test_the_pipeline_publishes_its_event_log_to_the_catalog():
+    [pipeline] = [r["pipelines"]["batch_ecomm_pipeline"] for r in RESOURCES.values() if "pipelines" in r]
+    assert pipeline["event_log"] == {"catalog": "${var.catalog}", "schema": "ops",
+                                     "name": "batch_ecomm_pipeline_event_log"}
+
+
 def test_the_databricks_job_keeps_the_dagster_schedule_paused():
     pipeline_ref = "${resources.pipelines.batch_ecomm_pipeline.id}"
     (job,) = [job for resources in RESOURCES.values() for job in resources.get("jobs", {}).values()

@@ -15,6 +15,8 @@ CREATE SCHEMA IF NOT EXISTS ${CATALOG}.bronze;
 CREATE SCHEMA IF NOT EXISTS ${CATALOG}.silver;
 CREATE SCHEMA IF NOT EXISTS ${CATALOG}.gold;
 CREATE SCHEMA IF NOT EXISTS ${CATALOG}.dbt_prod_metric;
+-- the pipeline's event log (batch_ecomm_pipeline_event_log): row counts, expectations, errors
+CREATE SCHEMA IF NOT EXISTS ${CATALOG}.ops;
 
 -- The landing zone, s3://<bucket>/ecomm_db_extracts/, is the READ ONLY external location
 -- ecomm_landing over the storage credential whose IAM role landing_bucket_policy.json names.
@@ -29,6 +31,7 @@ GRANT ALL PRIVILEGES ON SCHEMA ${CATALOG}.bronze TO `data_engineers`;
 GRANT ALL PRIVILEGES ON SCHEMA ${CATALOG}.silver TO `data_engineers`;
 GRANT ALL PRIVILEGES ON SCHEMA ${CATALOG}.gold TO `data_engineers`;
 GRANT ALL PRIVILEGES ON SCHEMA ${CATALOG}.dbt_prod_metric TO `data_engineers`;
+GRANT ALL PRIVILEGES ON SCHEMA ${CATALOG}.ops TO `data_engineers`;
 
 GRANT USE SCHEMA, SELECT ON SCHEMA ${CATALOG}.silver TO `analysts`;
 GRANT USE SCHEMA, SELECT ON SCHEMA ${CATALOG}.gold TO `analysts`;
