@@ -1,14 +1,15 @@
-"""Business anomalies: the pipeline loses nothing, yet the business numbers are wrong. A checkout
-bug is planted in ecomm-db (a day with half the orders, then a day with none) and the dbt tests of
-the metric models say so: a warning for a day outside its trailing band, an error for a day
-without orders."""
+"""Business anomalies: the pipeline loses nothing, yet the numbers are wrong. A checkout bug is
+planted in ecomm-db (a day with half the orders, then a day with none) and the dbt tests of the
+metric models say so: a warning for a day outside its trailing band, an error for a day without
+orders. A migration that re-stamps every order lands far more rows than usual: Bronze's volume
+check warns."""
 
 from datetime import timedelta
 
 import dagster as dg
 import psycopg
 import pytest
-from support import FIRST_DAY, SMALL_SHOP, Pipeline
+from support import FIRST_DAY, NIGHTLY, SMALL_SHOP, Pipeline
 
 from ecomm_assets.source import demo_data
 
@@ -41,8 +42,20 @@ def test_a_day_with_half_the_orders_warns_and_a_day_without_orders_fails(postgre
         demo_data.generate(connection, START, START + timedelta(days=len(DAYS)), SMALL_SHOP, seed=7)
         left = lose_orders(connection, DAYS[-1], every=2)
     pipeline = Pipeline(tmp_path / "home", postgres)
+    pipeline.materialize(DAYS[0], DAYS[-2], selection=NIGHTLY)
+    with psycopg.connect(postgres.resource().conninfo()) as connection:  # the migration, on the last day
+        migrated = connection.execute("UPDATE orders SET updated_at = %s WHERE updated_at < %s",
+                                      [f"{DAYS[-1]} 12:00+07", f"{DAYS[-1]} 12:00+07"]).rowcount
 
-    result = pipeline.materialize(DAYS[0], DAYS[-1])
+    result = pipeline.materialize(DAYS[-1])
+
+    # every order re-landed that day: many times the usual orders volume, and only that day
+    volume = [e for e in result.get_asset_check_evaluations() if e.check_name == "usual_volume"]
+    assert [(e.partition, e.passed) for e in volume] == [(DAYS[-1], False)]
+    assert volume[0].metadata["failed_sample"].value == ["orders"]
+    [(rows, median)] = pipeline.query(f"SELECT rows, trailing_median FROM bronze.landed_volume "
+                                      f"WHERE source_table = 'orders' AND _ingestion_date = DATE'{DAYS[-1]}'")
+    assert rows >= migrated > 3 * median
 
     # half the orders: outside the band of the days before; revenue per day varies too much in a
     # shop this small for half of it to stand out, and the AOV is as usual

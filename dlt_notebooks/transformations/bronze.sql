@@ -189,3 +189,37 @@ SELECT
 FROM rescued_columns
 WHERE column_name <> '_file_path'  -- read_files() adds the file's path to the rescued data
 GROUP BY 1, 2;
+
+CREATE OR REFRESH MATERIALIZED VIEW bronze.landed_volume (
+  CONSTRAINT usual_volume EXPECT (trailing_days < 7 OR trailing_median < 50
+                                  OR rows BETWEEN trailing_median / 3 AND trailing_median * 3)
+)
+COMMENT 'Rows each source table landed per ingestion date (its latest extract, deleted keys left out) against the median of the 28 days before. usual_volume warns of a day with less than a third or more than three times the median, once 7 days are known and the median is 50 rows or more: a source that stopped writing, a bulk update, an extract that read the wrong window.'
+AS WITH per_extract AS (
+  SELECT 'customers' AS source_table, _ingestion_date, _extracted_at, count(*) AS rows
+  FROM bronze.customers WHERE _deleted IS NULL GROUP BY 1, 2, 3
+  UNION ALL
+  SELECT 'products', _ingestion_date, _extracted_at, count(*) FROM bronze.products WHERE _deleted IS NULL GROUP BY 1, 2, 3
+  UNION ALL
+  SELECT 'orders', _ingestion_date, _extracted_at, count(*) FROM bronze.orders WHERE _deleted IS NULL GROUP BY 1, 2, 3
+  UNION ALL
+  SELECT 'order_items', _ingestion_date, _extracted_at, count(*) FROM bronze.order_items WHERE _deleted IS NULL
+  GROUP BY 1, 2, 3
+), latest AS (
+  SELECT source_table, _ingestion_date, rows
+  FROM (SELECT *, row_number() OVER (PARTITION BY source_table, _ingestion_date ORDER BY _extracted_at DESC) AS recency
+        FROM per_extract)
+  WHERE recency = 1
+)
+SELECT
+  day.source_table,  -- The ecomm-db table.
+  day._ingestion_date,  -- The partition.
+  day.rows,  -- Rows its latest extract landed (changed rows; deleted keys left out).
+  count(earlier.rows) AS trailing_days,  -- Partitions landed in the 28 days before it.
+  CAST(median(earlier.rows) AS DOUBLE) AS trailing_median  -- Their median rows.
+FROM latest AS day
+LEFT JOIN latest AS earlier
+  ON earlier.source_table = day.source_table
+  AND earlier._ingestion_date < day._ingestion_date
+  AND earlier._ingestion_date >= date_sub(day._ingestion_date, 28)
+GROUP BY 1, 2, 3;
