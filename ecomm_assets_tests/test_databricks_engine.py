@@ -396,3 +396,16 @@ def test_dbt_is_refused_while_an_update_writes_gold(server):
     [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
     assert f"Gold is being updated by pipeline update(s) {writing.update_id}" in \
         failure.step_failure_data.error.to_string()
+
+
+def test_the_dbus_of_the_pipeline_and_the_warehouse_come_from_the_billing_table(server):
+    statements = []
+    server.answer_sql = lambda statement: statements.append(statement) or (
+        [["2026-03-05", "pipeline", "12.5"], ["2026-03-05", "warehouse", "3.25"]]
+        if "system.billing.usage" in statement else [])
+
+    assert server.engine().dbu_usage(days=7) == [("2026-03-05", "pipeline", 12.5), ("2026-03-05", "warehouse", 3.25)]
+    [statement] = statements
+    assert f"usage_metadata.dlt_pipeline_id = '{PIPELINE_ID}'" in statement
+    assert f"usage_metadata.warehouse_id = '{WAREHOUSE_ID}'" in statement
+    assert "date_sub(current_date(), 7)" in statement

@@ -7,15 +7,17 @@ import psycopg
 import pytest
 from support import DAYS, NIGHTLY, source_rows
 
+from ecomm_assets.lakehouse.engine import LakehouseEngine
 from ecomm_assets.operations.metrics_store import OpsMetricsStore
 from ecomm_assets.operations.sensor import export_run_metrics
 
 pytestmark = pytest.mark.slow
 
 
-def tick(instance: dg.DagsterInstance, store: OpsMetricsStore, cursor: str | None) -> dg.SensorResult:
+def tick(instance: dg.DagsterInstance, store: OpsMetricsStore, cursor: str | None,
+         lakehouse: LakehouseEngine) -> dg.SensorResult:
     return export_run_metrics(dg.build_sensor_context(instance=instance, cursor=cursor,
-                                                      resources={"ops_metrics": store}))
+                                                      resources={"ops_metrics": store, "lakehouse": lakehouse}))
 
 
 def ops(shop, query: str) -> list[tuple]:
@@ -32,7 +34,7 @@ def test_each_run_is_exported_once_with_its_steps_rows_checks_and_quality(shop, 
         nightly = pipeline.materialize(DAYS[0], DAYS[1], selection=NIGHTLY)
         failed = pipeline.materialize(DAYS[1], DAYS[0], raise_on_error=False)  # a reversed range fails
 
-        result = tick(instance, store, None)
+        result = tick(instance, store, None, pipeline.resources["lakehouse"])
         assert "Exported 2 run(s)" in result.skip_reason.skip_message
         assert ops(shop, "SELECT run_id, status, partition_start, partition_end, duration_seconds > 0 "
                          "FROM ecomm_ops.runs") == sorted(
@@ -66,18 +68,26 @@ def test_each_run_is_exported_once_with_its_steps_rows_checks_and_quality(shop, 
         counts = "SELECT (SELECT count(*) FROM ecomm_ops.runs), (SELECT count(*) FROM ecomm_ops.steps), " \
                  "(SELECT count(*) FROM ecomm_ops.asset_metrics), (SELECT count(*) FROM ecomm_ops.check_results)"
         before = ops(shop, counts)
-        assert tick(instance, store, result.cursor).cursor == result.cursor
-        tick(instance, store, None)
+        assert tick(instance, store, result.cursor, pipeline.resources["lakehouse"]).cursor == result.cursor
+        tick(instance, store, None, pipeline.resources["lakehouse"])
         assert ops(shop, counts) == before
 
         # The database down: the run waits, and is written when it is back.
         later = pipeline.materialize(DAYS[2], selection=NIGHTLY)
         shop.stop()
         try:
-            waiting = tick(instance, store, result.cursor)
+            waiting = tick(instance, store, result.cursor, pipeline.resources["lakehouse"])
         finally:
             shop.start()
         assert "ecomm_ops is unreachable; 1 run(s) wait" in waiting.skip_reason.skip_message
         assert waiting.cursor == result.cursor
-        tick(instance, store, waiting.cursor)
+        tick(instance, store, waiting.cursor, pipeline.resources["lakehouse"])
         assert ops(shop, f"SELECT status FROM ecomm_ops.runs WHERE run_id = '{later.run_id}'") == [("SUCCESS",)]
+
+
+def test_dbu_usage_keeps_one_row_per_day_and_resource_with_the_latest_count(shop, tmp_path):
+    store = OpsMetricsStore(conninfo=shop.resource().conninfo(), monitoring_page=str(tmp_path / "page.html"))
+    store.write_dbu_usage([("2026-03-05", "pipeline", 10.0), ("2026-03-05", "warehouse", 2.0)])
+    store.write_dbu_usage([("2026-03-05", "pipeline", 12.5), ("2026-03-06", "pipeline", 1.0)])  # the day grew
+    assert ops(shop, "SELECT usage_date::text, resource, dbus FROM ecomm_ops.dbu_usage") == [
+        ("2026-03-05", "pipeline", 12.5), ("2026-03-05", "warehouse", 2.0), ("2026-03-06", "pipeline", 1.0)]

@@ -176,6 +176,16 @@ class DatabricksLakehouse(LakehouseEngine):
     def updates_in_progress(self) -> list[str]:
         return self._active_updates(self._workspace_client)
 
+    def dbu_usage(self, days: int) -> list[tuple[str, str, float]]:
+        rows = self.query(
+            "SELECT CAST(usage_date AS STRING), "
+            f"CASE WHEN usage_metadata.dlt_pipeline_id = '{self.pipeline_id}' THEN 'pipeline' ELSE 'warehouse' END, "
+            "CAST(sum(usage_quantity) AS DOUBLE) FROM system.billing.usage "
+            f"WHERE usage_unit = 'DBU' AND usage_date >= date_sub(current_date(), {int(days)}) "
+            f"AND (usage_metadata.dlt_pipeline_id = '{self.pipeline_id}' "
+            f"OR usage_metadata.warehouse_id = '{self.warehouse_id}') GROUP BY 1, 2")
+        return [(day, what, float(dbus)) for day, what, dbus in rows]
+
     def _active_updates(self, workspace: WorkspaceClient) -> list[str]:
         latest = workspace.pipelines.get(self.pipeline_id).latest_updates or []
         return [u.update_id for u in latest if u.state.value not in _FINAL_STATES]

@@ -44,6 +44,11 @@ class LakehouseEngine(dg.ConfigurableResource, ABC):
         ``holder`` says who holds it to whoever waits."""
         yield
 
+    def dbu_usage(self, days: int) -> list[tuple[str, str, float]]:
+        """(usage date, what: pipeline or warehouse, DBUs) of the pipeline and the SQL warehouse over
+        the last ``days`` days, from the billing system table; none for a local engine."""
+        return []
+
     def updates_in_progress(self) -> list[str]:
         """The pipeline updates writing its tables now, for engines that let readers in meanwhile
         (Databricks); an engine whose writers exclude readers (``writing()``) has none to report."""

@@ -48,3 +48,11 @@ CREATE TABLE IF NOT EXISTS ecomm_ops.check_results (
     PRIMARY KEY (run_id, asset_key, check_name, partition)
 );
 COMMENT ON TABLE ecomm_ops.check_results IS 'Every asset check evaluation of each run (expectations, manifest, reconciliation, dbt tests, freshness).';
+
+CREATE TABLE IF NOT EXISTS ecomm_ops.dbu_usage (
+    usage_date date NOT NULL,
+    resource   text NOT NULL,                    -- pipeline (the DLT pipeline) or warehouse (the SQL warehouse)
+    dbus       double precision NOT NULL,
+    PRIMARY KEY (usage_date, resource)
+);
+COMMENT ON TABLE ecomm_ops.dbu_usage IS 'DBUs the DLT pipeline and the SQL warehouse used per day, from Databricks'' billing system table (system.billing.usage); production only.';

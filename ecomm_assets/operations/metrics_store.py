@@ -74,6 +74,13 @@ class OpsMetricsStore(dg.ConfigurableResource):
     conninfo: str = Field(description="libpq connection string; a secret one through dg.EnvVar.")
     monitoring_page: str = Field(description="Where the pipeline monitoring page is written.")
 
+    def write_dbu_usage(self, usage: list[tuple[str, str, float]]) -> None:
+        """Each day's DBUs as the billing table has them now (a day's usage grows until it ends)."""
+        with psycopg.connect(self.conninfo, connect_timeout=10) as connection, connection.cursor() as cursor:
+            cursor.execute(SCHEMA_SQL.read_text())
+            cursor.executemany("INSERT INTO ecomm_ops.dbu_usage VALUES (%s, %s, %s) ON CONFLICT (usage_date, resource) "
+                               "DO UPDATE SET dbus = excluded.dbus", usage)
+
     def write(self, metrics: list[RunMetrics]) -> None:
         """Write the runs in one transaction; a run written before is not written again (and any
         row of it that is there already stays as it is)."""

@@ -6,10 +6,12 @@ import dagster as dg
 import psycopg
 
 from ecomm_assets.alerts.sensor import run_end_events
+from ecomm_assets.lakehouse.engine import LakehouseEngine
 from ecomm_assets.operations.metrics_store import OpsMetricsStore, RunMetrics
 from ecomm_assets.operations.monitoring_page import write_monitoring_page
 
 RUNS_PER_TICK = 20  # a tick stays short whatever the backlog; the next one goes on from the cursor
+DBU_DAYS = 7  # the billing table's last days, written again after each export (usage lands late)
 
 
 @dg.sensor(
@@ -17,11 +19,13 @@ RUNS_PER_TICK = 20  # a tick stays short whatever the backlog; the next one goes
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Writes the metrics of every ended run (duration, steps, rows per asset and day, "
-    "check results, quality scores) to the PostgreSQL schema ecomm_ops, in the order the runs "
+    "check results, quality scores; in production the DBUs of the pipeline and the warehouse) to "
+    "the PostgreSQL schema ecomm_ops, in the order the runs "
     "ended, each once, then redraws the pipeline monitoring page from it; while the database is "
     "unreachable the runs wait for the next tick.",
 )
-def export_run_metrics(context: dg.SensorEvaluationContext, ops_metrics: OpsMetricsStore) -> dg.SensorResult:
+def export_run_metrics(context: dg.SensorEvaluationContext, ops_metrics: OpsMetricsStore,
+                       lakehouse: LakehouseEngine) -> dg.SensorResult:
     after = int(context.cursor) if context.cursor else None
     ended = run_end_events(context.instance, after, since=0.0)[:RUNS_PER_TICK]
     if not ended:
@@ -34,5 +38,9 @@ def export_run_metrics(context: dg.SensorEvaluationContext, ops_metrics: OpsMetr
             skip_reason=f"ecomm_ops is unreachable; {len(ended)} run(s) wait for the next tick: "
                         f"{(str(error).strip().splitlines() or [''])[0]}",
             cursor=context.cursor)
+    try:
+        ops_metrics.write_dbu_usage(lakehouse.dbu_usage(days=DBU_DAYS))
+    except Exception as error:  # noqa: BLE001 - no billing access must not hold the run metrics back
+        context.log.warning(f"DBU usage not exported: {type(error).__name__}: {error}")
     return dg.SensorResult(skip_reason=f"Exported {len(ended)} run(s) to ecomm_ops, the last {ended[-1].run_id}.",
                            cursor=str(ended[-1].storage_id))
