@@ -22,3 +22,22 @@ def run_ingestion_dates(context: dg.AssetExecutionContext) -> list[str]:
         raise dg.Failure(f"The partition range {selected.start}...{selected.end} selects no ingestion "
                          "date: its first date must not come after its last.")
     return context.partition_keys
+
+
+def landed_partitions(context: dg.MultiAssetSensorEvaluationContext) -> dict[str, dict[dg.AssetKey, dg.EventLogRecord]]:
+    """{partition: {asset: its latest materialization}} of the partitions for which every asset the
+    sensor monitors materialized since its cursor; the cursor is advanced past them."""
+    monitored = set(context.asset_keys)
+    landed = context.latest_materialization_records_by_partition_and_asset()
+    complete = {p: records for p, records in landed.items() if set(records) == monitored}
+    for records in complete.values():
+        context.advance_cursor(records)
+    return complete
+
+
+def partition_range_request(name: str, first: str, last: str, records: dict) -> dg.RunRequest:
+    """One run of the partitions ``first`` to ``last``, keyed by what landed (``records`` as from
+    landed_partitions), so that the same landing never asks twice."""
+    newest = max(r.storage_id for by_asset in records.values() for r in by_asset.values())
+    return dg.RunRequest(run_key=f"{name}-{first}-{last}-{newest}",
+                         tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})

@@ -4,10 +4,10 @@ fixed hour that the lakehouse may have missed."""
 import warnings
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ecomm_assets.jobs import daily_refresh
 from ecomm_assets.metrics.assets import gold_tables, metric_models
+from ecomm_assets.partitions import landed_partitions, partition_range_request
 
 
 def _built_since(instance: dg.DagsterInstance, partition: str, storage_id: int) -> bool:
@@ -37,18 +37,11 @@ with warnings.catch_warnings():
         "those partitions were built after them already.",
     )
     def build_metrics_when_gold_lands(context: dg.MultiAssetSensorEvaluationContext):
-        landed = context.latest_materialization_records_by_partition_and_asset()
-        complete = {p: records for p, records in landed.items() if set(records) == set(gold_tables())}
+        complete = landed_partitions(context)
         if not complete:
             return dg.SkipReason("Waiting for Gold's tables to materialize for a partition.")
-        for records in complete.values():
-            context.advance_cursor(records)
         due = sorted(p for p, records in complete.items()
                      if not _built_since(context.instance, p, max(r.storage_id for r in records.values())))
         if not due:
             return dg.SkipReason(f"Gold of {min(complete)}...{max(complete)} landed; its metrics were built after it.")
-        newest = max(r.storage_id for records in complete.values() for r in records.values())
-        return dg.RunRequest(
-            run_key=f"gold-{due[0]}-{due[-1]}-{newest}",
-            tags={ASSET_PARTITION_RANGE_START_TAG: due[0], ASSET_PARTITION_RANGE_END_TAG: due[-1]},
-        )
+        return partition_range_request("gold", due[0], due[-1], complete)

@@ -4,9 +4,9 @@ import warnings
 
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ecomm_assets.metrics.assets import DASHBOARD_MODELS, metric_models
+from ecomm_assets.partitions import landed_partitions, partition_range_request
 
 
 def failed_kpi_checks(instance: dg.DagsterInstance) -> list[str]:
@@ -34,18 +34,11 @@ with warnings.catch_warnings():
         "dbt test of them or of their Gold sources failed with an error.",
     )
     def refresh_dashboard_when_kpis_land(context: dg.MultiAssetSensorEvaluationContext):
-        landed = context.latest_materialization_records_by_partition_and_asset()
-        complete = {p: records for p, records in landed.items() if set(records) == set(DASHBOARD_MODELS)}
+        complete = landed_partitions(context)
         if not complete:
             return dg.SkipReason("Waiting for all the dashboard's metric tables to materialize for a partition.")
-        for records in complete.values():
-            context.advance_cursor(records)
         first, last = min(complete), max(complete)
         if failed := failed_kpi_checks(context.instance):
             return dg.SkipReason(f"KPIs of {first}...{last} landed but are not served: "
                                  f"failed KPI checks {', '.join(failed)}.")
-        newest = max(r.storage_id for records in complete.values() for r in records.values())
-        return dg.RunRequest(
-            run_key=f"kpis-{first}-{last}-{newest}",
-            tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
-        )
+        return partition_range_request("kpis", first, last, complete)
