@@ -29,6 +29,8 @@ import psycopg
 from ecomm_assets import environment
 from ecomm_assets.extract.landing_zone import partition_folder
 from ecomm_assets.local_run_launcher import fail_dead_runs
+from ecomm_assets.operations.metrics_store import RunMetrics
+from ecomm_assets.operations.monitoring_page import write_monitoring_page
 from ecomm_assets.partitions import ingestion_date_partitions
 from ecomm_assets.source import demo_data
 from ecomm_assets.source.embedded_server import EmbeddedPostgres, server_version
@@ -198,6 +200,11 @@ def build(days: str | None) -> None:
         print("\n".join(_step_lines(instance, result.run_id)))
         print(f"Run {result.run_id} {'succeeded' if result.success else 'FAILED'} in "
               f"{time.monotonic() - started:.0f} s")
+        # what export_run_metrics does under the daemon (it writes nothing twice)
+        ops = environment.ops_metrics_store()
+        ops.write([RunMetrics.of(instance, result.run_id)])
+        print(f"Run metrics in PostgreSQL schema ecomm_ops; the monitoring page: "
+              f"{write_monitoring_page(ops.conninfo, Path(ops.monitoring_page))}")
         if not result.success:
             sys.exit(f"The run failed; its errors are in {log} and in the Dagster UI (`make dev`).")
 
