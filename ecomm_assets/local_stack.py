@@ -31,7 +31,7 @@ from ecomm_assets.extract.landing_zone import partition_folder
 from ecomm_assets.local_run_launcher import fail_dead_runs
 from ecomm_assets.operations.metrics_store import RunMetrics
 from ecomm_assets.operations.monitoring_page import write_monitoring_page
-from ecomm_assets.partitions import ingestion_date_partitions
+from ecomm_assets.partitions import ingestion_date_partitions, range_tags
 from ecomm_assets.source import demo_data
 from ecomm_assets.source.embedded_server import EmbeddedPostgres, server_version
 
@@ -181,7 +181,7 @@ def build(days: str | None) -> None:
     from ecomm_assets.definitions import defs  # here: the partitions start at ECOMM_FIRST_INGESTION_DATE
 
     selection = dg.AssetSelection.all() if days else dg.AssetSelection.all() - dg.AssetSelection.groups("landing")
-    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    tags = range_tags(first, last)
     with dg.DagsterInstance.get() as instance:
         for run_id in fail_dead_runs(instance):
             print(f"Run {run_id} was left started by a process that is gone: marked failed.")

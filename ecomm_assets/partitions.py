@@ -7,6 +7,7 @@ Asia/Bangkok (ICT). Sharing a single definition keeps a backfill of the whole gr
 import os
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
 # The first day of the data: ECOMM_FIRST_INGESTION_DATE (YYYY-MM-DD), which `make run` and
 # `make dev` set to the first seeded day, so the UI does not list hundreds of empty days.
@@ -24,6 +25,17 @@ def run_ingestion_dates(context: dg.AssetExecutionContext) -> list[str]:
     return context.partition_keys
 
 
+def range_tags(first: str, last: str) -> dict[str, str]:
+    """The tags of one run over the partitions ``first`` to ``last`` (a single-run backfill)."""
+    return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+
+
+def run_partitions(run: dg.DagsterRun) -> tuple[str | None, str | None]:
+    """The first and last ingestion date a run covered, from its tags (None, None: not partitioned)."""
+    first = run.tags.get(ASSET_PARTITION_RANGE_START_TAG, run.tags.get(PARTITION_NAME_TAG))
+    return first, run.tags.get(ASSET_PARTITION_RANGE_END_TAG, first)
+
+
 def landed_partitions(context: dg.MultiAssetSensorEvaluationContext) -> dict[str, dict[dg.AssetKey, dg.EventLogRecord]]:
     """{partition: {asset: its latest materialization}} of the partitions for which every asset the
     sensor monitors materialized since its cursor; the cursor is advanced past them."""
@@ -39,5 +51,4 @@ def partition_range_request(name: str, first: str, last: str, records: dict) -> 
     """One run of the partitions ``first`` to ``last``, keyed by what landed (``records`` as from
     landed_partitions), so that the same landing never asks twice."""
     newest = max(r.storage_id for by_asset in records.values() for r in by_asset.values())
-    return dg.RunRequest(run_key=f"{name}-{first}-{last}-{newest}",
-                         tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+    return dg.RunRequest(run_key=f"{name}-{first}-{last}-{newest}", tags=range_tags(first, last))

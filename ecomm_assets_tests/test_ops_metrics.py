@@ -87,7 +87,7 @@ def test_each_run_is_exported_once_with_its_steps_rows_checks_and_quality(shop, 
 
 def test_dbu_usage_keeps_one_row_per_day_and_resource_with_the_latest_count(shop, tmp_path):
     store = OpsMetricsStore(conninfo=shop.resource().conninfo(), monitoring_page=str(tmp_path / "page.html"))
-    store.write_dbu_usage([("2026-03-05", "pipeline", 10.0), ("2026-03-05", "warehouse", 2.0)])
-    store.write_dbu_usage([("2026-03-05", "pipeline", 12.5), ("2026-03-06", "pipeline", 1.0)])  # the day grew
+    store.write([], [("2026-03-05", "pipeline", 10.0), ("2026-03-05", "warehouse", 2.0)])
+    store.write([], [("2026-03-05", "pipeline", 12.5), ("2026-03-06", "pipeline", 1.0)])  # the day grew
     assert ops(shop, "SELECT usage_date::text, resource, dbus FROM ecomm_ops.dbu_usage") == [
         ("2026-03-05", "pipeline", 12.5), ("2026-03-05", "warehouse", 2.0), ("2026-03-06", "pipeline", 1.0)]

@@ -17,11 +17,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
 from pydantic import Field
 from slack_sdk import WebClient
 
@@ -30,8 +25,8 @@ from ecomm_assets.alerts.alert_log import AlertLog
 from ecomm_assets.alerts.slack import SlackChannel
 from ecomm_assets.alerts.smtp import EmailChannel
 from ecomm_assets.lakehouse.repair_sensor import IN_SYNC, REPAIR_TAG
+from ecomm_assets.partitions import run_partitions
 
-SOURCE_RECONCILIATION, IN_SYNC_CHECK = IN_SYNC.asset_key.to_user_string(), IN_SYNC.name
 TEMPORARY_HOME = ".tmp_dagster_home_"  # the instance folder `dagster dev` makes when DAGSTER_HOME is not set
 RUN_END_EVENTS = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE,
                   dg.DagsterEventType.RUN_CANCELED)
@@ -99,10 +94,8 @@ def run_end_events(instance: dg.DagsterInstance, after: int | None, since: float
 
 
 def _partition(run: dg.DagsterRun) -> str:
-    if start := run.tags.get(ASSET_PARTITION_RANGE_START_TAG):
-        end = run.tags[ASSET_PARTITION_RANGE_END_TAG]
-        return start if start == end else f"{start}...{end}"
-    return run.tags.get(PARTITION_NAME_TAG, "none")
+    first, last = run_partitions(run)
+    return "none" if first is None else first if first == last else f"{first}...{last}"
 
 
 def _details(metadata: dict[str, dg.MetadataValue]) -> dict[str, str]:
@@ -160,17 +153,16 @@ def run_alerts(instance: dg.DagsterInstance, run_end: dg.EventLogRecord, dagster
                     "run": link},
         ))
     if repaired := run.tags.get(REPAIR_TAG):
-        still_out = (SOURCE_RECONCILIATION, IN_SYNC_CHECK) in failed_checks
-        alerts.append(Alert(
-            id=f"repair:{run.run_id}",
-            title=(f"Repair failed (ERROR): ingestion date {repaired}, re-run automatically, is still out of "
-                   "sync with ecomm-db: a person must look" if still_out else
-                   f"Repaired automatically: ingestion date {repaired} re-run, in sync with ecomm-db again")
-            if run_end.event_log_entry.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS else
-            f"Repair failed (ERROR): the automatic re-run of ingestion date {repaired} failed: a person must look",
-            fields={"partition": repaired, "why": "in_sync named it and the nightly lookback no longer reaches it",
-                    "run": link},
-        ))
+        if run_end.event_log_entry.dagster_event_type != dg.DagsterEventType.RUN_SUCCESS:
+            title = f"Repair failed (ERROR): the automatic re-run of ingestion date {repaired} failed: a person must look"
+        elif (IN_SYNC.asset_key.to_user_string(), IN_SYNC.name) in failed_checks:
+            title = (f"Repair failed (ERROR): ingestion date {repaired}, re-run automatically, is still out of "
+                     "sync with ecomm-db: a person must look")
+        else:
+            title = f"Repaired automatically: ingestion date {repaired} re-run, in sync with ecomm-db again"
+        alerts.append(Alert(id=f"repair:{run.run_id}", title=title, fields={
+            "partition": repaired, "why": "in_sync named it and the nightly lookback no longer reaches it",
+            "run": link}))
     if run_end.event_log_entry.dagster_event_type == dg.DagsterEventType.RUN_FAILURE:
         steps = {r.event_log_entry.step_key: r.event_log_entry.dagster_event.step_failure_data.error
                  for r in events if r.event_log_entry.dagster_event_type == dg.DagsterEventType.STEP_FAILURE}

@@ -33,11 +33,7 @@ class EmailChannel:
         message["From"] = self.sender
         message["To"] = ", ".join(self.recipients)
         message.set_content(alert.text)
-        try:
-            self._connection().send_message(message)
-        except smtplib.SMTPException:
-            self.close()  # the next send, next tick, starts a new session
-            raise
+        self._connection().send_message(message)
 
     def close(self) -> None:
         """End the tick's connection, if there is one."""

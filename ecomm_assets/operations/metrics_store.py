@@ -9,8 +9,9 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 from pydantic import Field
+
+from ecomm_assets.partitions import run_partitions
 
 SCHEMA_SQL = Path(__file__).with_name("ecomm_ops.sql")
 
@@ -40,8 +41,7 @@ class RunMetrics:
     @classmethod
     def of(cls, instance: dg.DagsterInstance, run_id: str) -> "RunMetrics":
         run, stats = instance.get_run_by_id(run_id), instance.get_run_stats(run_id)
-        first = run.tags.get(ASSET_PARTITION_RANGE_START_TAG, run.tags.get(PARTITION_NAME_TAG))
-        last = run.tags.get(ASSET_PARTITION_RANGE_END_TAG, first)
+        first, last = run_partitions(run)
         metrics = cls(run=(run_id, run.job_name, run.status.value, first, last, _instant(stats.start_time),
                            _instant(stats.end_time), _seconds(stats.start_time, stats.end_time)))
         for step in instance.get_run_step_stats(run_id):
@@ -74,16 +74,10 @@ class OpsMetricsStore(dg.ConfigurableResource):
     conninfo: str = Field(description="libpq connection string; a secret one through dg.EnvVar.")
     monitoring_page: str = Field(description="Where the pipeline monitoring page is written.")
 
-    def write_dbu_usage(self, usage: list[tuple[str, str, float]]) -> None:
-        """Each day's DBUs as the billing table has them now (a day's usage grows until it ends)."""
-        with psycopg.connect(self.conninfo, connect_timeout=10) as connection, connection.cursor() as cursor:
-            cursor.execute(SCHEMA_SQL.read_text())
-            cursor.executemany("INSERT INTO ecomm_ops.dbu_usage VALUES (%s, %s, %s) ON CONFLICT (usage_date, resource) "
-                               "DO UPDATE SET dbus = excluded.dbus", usage)
-
-    def write(self, metrics: list[RunMetrics]) -> None:
-        """Write the runs in one transaction; a run written before is not written again (and any
-        row of it that is there already stays as it is)."""
+    def write(self, metrics: list[RunMetrics], dbu_usage: list[tuple[str, str, float]] = ()) -> None:
+        """Write the runs, and the DBUs per day and resource, in one transaction. A run written
+        before is not written again (and any row of it already there stays as it is); a day's DBUs
+        are replaced by the billing table's latest count (a day's usage grows until it ends)."""
         with psycopg.connect(self.conninfo, connect_timeout=10) as connection, connection.cursor() as cursor:
             cursor.execute(SCHEMA_SQL.read_text())
             for run in metrics:
@@ -95,3 +89,5 @@ class OpsMetricsStore(dg.ConfigurableResource):
                         placeholders = ", ".join(["%s"] * len(rows[0]))
                         cursor.executemany(f"INSERT INTO ecomm_ops.{table} VALUES ({placeholders}) "
                                            "ON CONFLICT DO NOTHING", rows)
+            cursor.executemany("INSERT INTO ecomm_ops.dbu_usage VALUES (%s, %s, %s) ON CONFLICT (usage_date, resource) "
+                               "DO UPDATE SET dbus = excluded.dbus", dbu_usage)

@@ -31,16 +31,17 @@ def export_run_metrics(context: dg.SensorEvaluationContext, ops_metrics: OpsMetr
     if not ended:
         return dg.SensorResult(skip_reason="No run ended since the last export.", cursor=context.cursor)
     try:
-        ops_metrics.write([RunMetrics.of(context.instance, run_end.run_id) for run_end in ended])
+        dbu_usage = lakehouse.dbu_usage(days=DBU_DAYS)
+    except Exception as error:  # noqa: BLE001 - no billing access must not hold the run metrics back
+        context.log.warning(f"DBU usage not exported: {type(error).__name__}: {error}")
+        dbu_usage = []
+    try:
+        ops_metrics.write([RunMetrics.of(context.instance, run_end.run_id) for run_end in ended], dbu_usage)
         write_monitoring_page(ops_metrics.conninfo, Path(ops_metrics.monitoring_page))
     except psycopg.OperationalError as error:
         return dg.SensorResult(
             skip_reason=f"ecomm_ops is unreachable; {len(ended)} run(s) wait for the next tick: "
                         f"{(str(error).strip().splitlines() or [''])[0]}",
             cursor=context.cursor)
-    try:
-        ops_metrics.write_dbu_usage(lakehouse.dbu_usage(days=DBU_DAYS))
-    except Exception as error:  # noqa: BLE001 - no billing access must not hold the run metrics back
-        context.log.warning(f"DBU usage not exported: {type(error).__name__}: {error}")
     return dg.SensorResult(skip_reason=f"Exported {len(ended)} run(s) to ecomm_ops, the last {ended[-1].run_id}.",
                            cursor=str(ended[-1].storage_id))
