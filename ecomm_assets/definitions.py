@@ -12,6 +12,7 @@ from ecomm_assets.lakehouse.assets import lakehouse_tables
 from ecomm_assets.lakehouse.repair_sensor import rerun_out_of_sync_days
 from ecomm_assets.metrics.assets import DASHBOARD_MODELS, metric_models
 from ecomm_assets.metrics.sensor import build_metrics_when_gold_lands
+from ecomm_assets.operations.assets import check_run_durations, ecomm_ops_runs, runs_within_trailing_p95
 from ecomm_assets.operations.sensor import export_run_metrics
 from ecomm_assets.serving.assets import ecommerce_analytics_dashboard
 from ecomm_assets.serving.sensor import refresh_dashboard_when_kpis_land
@@ -46,11 +47,11 @@ OWNER = "team:data-engineering"
 
 defs = dg.Definitions(
     assets=dg.map_asset_specs(lambda spec: spec.replace_attributes(owners=[OWNER]),
-                              [landing_extracts, lakehouse_tables, metric_models, *serving]),
-    asset_checks=freshness_checks,
+                              [landing_extracts, lakehouse_tables, metric_models, *serving, ecomm_ops_runs]),
+    asset_checks=[*freshness_checks, runs_within_trailing_p95],
     sensors=[failure_alerts, freshness_checks_sensor, build_metrics_when_gold_lands,
              refresh_dashboard_when_kpis_land, export_run_metrics, rerun_out_of_sync_days],
-    jobs=[batch_ecomm_pipeline, daily_refresh],
+    jobs=[batch_ecomm_pipeline, daily_refresh, check_run_durations],
     schedules=schedules,
     resources=environment.resources(),
     # The steps are short and I/O bound; one process per run beats paying a process start per step.
