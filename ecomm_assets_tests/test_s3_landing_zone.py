@@ -14,6 +14,17 @@ from ecomm_assets.retries import StepRetries
 
 BUCKET = "ecomm-landing"
 MiB = 1 << 20
+SECURITY = REPO_ROOT / "dlt_notebooks" / "security"
+# The IAM action each S3 operation needs (AWS Service Authorization Reference, Amazon S3), and the
+# KMS actions the action needs under a bucket default KMS key: a multipart upload decrypts the
+# data key to put its parts together, a read decrypts it.
+IAM_ACTION = {"PutObject": "s3:PutObject", "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject",
+              "CompleteMultipartUpload": "s3:PutObject", "AbortMultipartUpload": "s3:AbortMultipartUpload",
+              "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "DeleteObject": "s3:DeleteObject",
+              "DeleteObjects": "s3:DeleteObject", "PutObjectTagging": "s3:PutObjectTagging",
+              "ListObjectsV2": "s3:ListBucket", "ListMultipartUploads": "s3:ListBucketMultipartUploads"}
+BUCKET_ACTIONS = {"s3:ListBucket", "s3:ListBucketMultipartUploads"}
+KMS_ACTIONS = {"s3:PutObject": {"kms:GenerateDataKey", "kms:Decrypt"}, "s3:GetObject": {"kms:Decrypt"}}
 
 
 @pytest.fixture
@@ -131,3 +142,50 @@ def test_each_extract_lands_new_objects_and_never_rewrites_one(shop, landing):
     [materialization] = results[-1].asset_materializations_for_node("landing_extracts")
     assert materialization.metadata["path"].value == f"s3://{BUCKET}/ecomm_db_extracts/daily_extracts/orders"
     assert materialization.metadata["dagster/row_count"].value == changed_in_window
+
+
+def granted(policy_file: str, role: str) -> dict[str, list[dict]]:
+    """The Allow statements of a policy for ``role``, by action."""
+    statements = json.loads((SECURITY / policy_file).read_text())["Statement"]
+    by_action = {}
+    for statement in (s for s in statements if s["Effect"] == "Allow"):
+        principals = statement["Principal"]["AWS"]
+        if role in ([principals] if isinstance(principals, str) else principals):
+            actions = statement["Action"]
+            for action in [actions] if isinstance(actions, str) else actions:
+                by_action.setdefault(action, []).append(statement)
+    return by_action
+
+
+def test_the_bucket_and_key_policies_grant_every_call_the_landing_zone_makes(landing):
+    """Every S3 operation the landing zone sends (recorded on its client while it lands over a
+    killed upload and a stray file, lands the same names again, reads, retires) is granted to the
+    extract role on the right resource; under a bucket KMS key the key policy grants what those
+    need, and the Unity Catalog role can decrypt what it reads."""
+    operations = set()
+    landing.client().meta.events.register("before-call.s3", lambda model, **_: operations.add(model.name))
+    landing.client().create_multipart_upload(Bucket=BUCKET, Key=f"{PARTITION}/orders__A.csv")  # a killed upload
+    landing.client().put_object(Bucket=BUCKET, Key=f"{PARTITION}/part-0001.csv", Body=b"left over")
+    operations.clear()
+    for _ in range(2):  # the second lands the same names: the old manifest goes first
+        landing.land("orders/ingestion_date=2026-03-02", {"orders__A.csv": writing(b"order_id\n1\n")}, {})
+    with landing.open("orders/ingestion_date=2026-03-02/orders__A.csv") as found, landing.open("missing.csv") as missing:
+        assert found.read() == b"order_id\n1\n" and missing is None
+    landing.retire("orders/ingestion_date=2026-03-02/orders__A.csv")
+
+    unmapped = operations - set(IAM_ACTION)
+    assert not unmapped, f"S3 operations without a known IAM action: {unmapped}"
+    needed = {IAM_ACTION[operation] for operation in operations}
+    assert needed == set(IAM_ACTION.values())  # each operation the landing zone makes was made
+    policy = granted("landing_bucket_policy.json", "${DATA_ENGINEERING_ROLE_ARN}")
+    for action in needed:
+        assert action in policy, f"the bucket policy does not grant {action}"
+        resource = "arn:aws:s3:::${LANDING_BUCKET}" + ("" if action in BUCKET_ACTIONS else "/ecomm_db_extracts/*")
+        statements = [s for s in policy[action] if s["Resource"] == resource]
+        assert statements, f"{action} is not granted on {resource}"
+        # s3:prefix is a condition key of ListBucket only: on another action it never matches
+        assert action == "s3:ListBucket" or any("Condition" not in s for s in statements), action
+
+    extractor_kms = set(granted("landing_kms_key_policy.json", "${DATA_ENGINEERING_ROLE_ARN}"))
+    assert extractor_kms == set().union(*(KMS_ACTIONS.get(action, set()) for action in needed))
+    assert set(granted("landing_kms_key_policy.json", "${UC_STORAGE_ROLE_ARN}")) == KMS_ACTIONS["s3:GetObject"]

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
 
 from ecomm_assets.extract.landing_zone import EXTRACTS_PREFIX, LandingZone
 
@@ -57,6 +58,14 @@ class S3LandingZone(LandingZone):
     bucket: str
     s3: S3Resource
     part_size_bytes: int = 8 << 20  # S3 takes parts of 5 MiB and more, the last one excepted
+    _client: Any = PrivateAttr(default=None)
+
+    def client(self) -> Any:
+        """The boto3 S3 client of this resource, made on first use: ``S3Resource.get_client()``
+        builds a new boto3 session each call, which costs more than most of the calls here."""
+        if self._client is None:
+            self._client = self.s3.get_client()
+        return self._client
 
     @property
     def extracts_root(self) -> str:
@@ -67,7 +76,7 @@ class S3LandingZone(LandingZone):
 
     @contextmanager
     def _write_atomically(self, key: str) -> Iterator[BinaryIO]:
-        upload = _MultipartUpload(self.s3.get_client(), self.bucket, f"{EXTRACTS_PREFIX}/{key}",
+        upload = _MultipartUpload(self.client(), self.bucket, f"{EXTRACTS_PREFIX}/{key}",
                                   self.part_size_bytes)
         try:
             yield upload
@@ -77,23 +86,23 @@ class S3LandingZone(LandingZone):
             raise
 
     def _put(self, key: str, content: bytes) -> None:
-        self.s3.get_client().put_object(Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}", Body=content)
+        self.client().put_object(Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}", Body=content)
 
     def _get(self, key: str) -> bytes | None:
-        client = self.s3.get_client()
+        client = self.client()
         try:
             return client.get_object(Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}")["Body"].read()
         except client.exceptions.NoSuchKey:
             return None
 
     def retire(self, key: str) -> None:
-        self.s3.get_client().put_object_tagging(
+        self.client().put_object_tagging(
             Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}",
             Tagging={"TagSet": [{"Key": RETIREMENT_TAG, "Value": "superseded-and-ingested"}]})
 
     @contextmanager
     def open(self, key: str) -> Iterator[BinaryIO | None]:
-        client = self.s3.get_client()
+        client = self.client()
         try:
             body = client.get_object(Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}")["Body"]
         except client.exceptions.NoSuchKey:
@@ -103,12 +112,12 @@ class S3LandingZone(LandingZone):
             yield body
 
     def _delete(self, key: str) -> None:
-        self.s3.get_client().delete_object(Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}")
+        self.client().delete_object(Bucket=self.bucket, Key=f"{EXTRACTS_PREFIX}/{key}")
 
     def _remove_all_but(self, folder: str, keep: set[str]) -> None:
         # Extracts hold ecomm-db's extract lock while they write: an unfinished upload here was
         # left by a killed extract.
-        client, prefix = self.s3.get_client(), f"{EXTRACTS_PREFIX}/{folder}/"
+        client, prefix = self.client(), f"{EXTRACTS_PREFIX}/{folder}/"
         kept = {prefix + name for name in keep}
         listed = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         strays = [{"Key": o["Key"]} for page in listed for o in page.get("Contents", []) if o["Key"] not in kept]
