@@ -138,6 +138,8 @@ def test_the_landing_bucket_policy_keeps_the_extracts_to_two_roles():
         for resource in _as_list(statement["Resource"]):
             assert resource == extracts or (
                 resource == bucket and listed and all(p.startswith("ecomm_db_extracts") for p in listed)
+            ) or (  # listing unfinished uploads has no s3:prefix condition key
+                resource == bucket and statement["Action"] == "s3:ListBucketMultipartUploads"
             ), statement["Sid"]
         if statement["Effect"] == "Allow":
             assert set(_as_list(statement["Principal"]["AWS"])) <= roles, statement["Sid"]
@@ -148,11 +150,7 @@ def test_the_landing_bucket_policy_keeps_the_extracts_to_two_roles():
         for resource in _as_list(statement["Resource"])
     }
     assert denied_to_others == {bucket, extracts}
-    # what S3LandingZone does to the extracts: read, write (multipart), delete, and abort a failed
-    # upload (a denied abort would replace the extract's own error with AccessDenied)
-    [extractor] = [s for s in policy["Statement"] if s["Sid"] == "ExtractorWritesExtracts"]
-    assert set(extractor["Action"]) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
-                                        "s3:PutObjectTagging"}  # retiring superseded extracts
+    # that it grants every call S3LandingZone makes: test_s3_landing_zone.py records them
 
 
 def test_prod_deploys_into_the_deploying_principals_own_folder():
