@@ -5,6 +5,7 @@
 #   make test   the test suite (the Spark parity tests included)
 #   make parity the DLT SQL on local Spark against the DuckDB engine, alone (~3 min)
 #   make bench  the benchmarks, side by side (results in .ecomm_home/bench, ~15 min)
+#   make stop   stop the local stack (ecomm-db's PostgreSQL); the data stays. make start starts it
 #   make clean  stop the local stack and remove everything it made
 #   make lock   re-resolve the dependencies into constraints.txt (then commit it)
 
@@ -19,7 +20,7 @@ PORT ?= 3000
 # the partitions start at the first seeded day (written by `local_stack seed`)
 FIRST_DAY = ECOMM_FIRST_INGESTION_DATE=$$(cut -d. -f1 $(ECOMM_HOME)/seeded_window.txt 2>/dev/null)
 
-.PHONY: install manifest instance run dev test lint parity bench clean lock
+.PHONY: install manifest instance run dev start stop test lint parity bench clean lock
 
 # The versions every machine installs: constraints.txt, resolved by `make lock`.
 install: $(VENV)/.installed
@@ -47,6 +48,7 @@ instance:
 	cp ecomm_assets/instance/local.yaml $(DAGSTER_HOME)/dagster.yaml
 
 run: install manifest instance
+	@$(if $(DAYS),$(FIRST_DAY) $(PY) -m ecomm_assets.partitions $(DAYS))
 	@$(PY) -m ecomm_assets.local_stack up
 	@$(PY) -m ecomm_assets.local_stack seed
 	@$(FIRST_DAY) $(PY) -m ecomm_assets.local_stack replay
@@ -60,6 +62,12 @@ dev: install manifest instance
 	@$(PY) -m ecomm_assets.local_stack up
 	@trap 'exit 0' INT; $(FIRST_DAY) ECOMM_DAGSTER_URL=$${ECOMM_DAGSTER_URL:-http://127.0.0.1:$(PORT)} \
 	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
+
+start: install
+	@$(PY) -m ecomm_assets.local_stack up
+
+stop:
+	-@[ -x $(PY) ] && $(PY) -m ecomm_assets.local_stack down
 
 test: lint install manifest
 	$(BIN)/pytest
@@ -75,4 +83,4 @@ bench: install manifest
 
 clean:
 	-[ -x $(PY) ] && $(PY) -m ecomm_assets.local_stack down
-	rm -rf $(ECOMM_HOME) dbt_project/target dbt_project/logs $(VENV)
+	rm -rf $(ECOMM_HOME) dbt_project/target dbt_project/logs $(VENV) .tmp_dagster_home_*

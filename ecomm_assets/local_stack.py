@@ -18,7 +18,7 @@ import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -31,7 +31,7 @@ from ecomm_assets.extract.landing_zone import partition_folder
 from ecomm_assets.local_run_launcher import fail_dead_runs
 from ecomm_assets.operations.metrics_store import RunMetrics
 from ecomm_assets.operations.monitoring_page import write_monitoring_page
-from ecomm_assets.partitions import ingestion_date_partitions, range_tags
+from ecomm_assets.partitions import ingestion_date_partitions, partition_range, range_tags
 from ecomm_assets.source import demo_data
 from ecomm_assets.source.embedded_server import EmbeddedPostgres, server_version
 
@@ -158,26 +158,21 @@ def _step_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return lines
 
 
-def _partition_range(days: str) -> tuple[str, str]:
-    """FIRST...LAST (or one day) as partition keys; what is wrong with it, in one line, if anything."""
-    first, _, last = days.partition("...")
-    keys = ingestion_date_partitions.get_partition_keys()
-    for day in (first, last or first):
-        try:
-            date.fromisoformat(day)
-        except ValueError:
-            sys.exit(f"{day!r} is not a day: write YYYY-MM-DD, or FIRST...LAST for a range.")
-        if day not in keys:
-            sys.exit(f"There is no partition {day}: the partitions run from {keys[0]} to {keys[-1]}.")
-    if first > (last or first):
-        sys.exit(f"{days} is empty: its first day comes after its last.")
-    return first, last or first
+def unbuilt(instance: dg.DagsterInstance, keys: set[dg.AssetKey], first: str, last: str) -> dict[str, list[str]]:
+    """{asset: the days from ``first`` to ``last`` it holds no materialization of}, for each of the
+    assets ``keys`` that misses one: what a build of those days would add, whatever run made the rest."""
+    days = ingestion_date_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+    missing = {key.to_user_string(): sorted(set(days) - instance.get_materialized_partitions(key)) for key in keys}
+    return {asset: days for asset, days in sorted(missing.items()) if days}
 
 
 def build(days: str | None) -> None:
     """Materialize every asset for ``days`` in one run of the local Dagster instance; without
     ``days``, every asset but the landing (replayed already) for the seeded days."""
-    first, last = _partition_range(days or _seeded_window())
+    try:
+        first, last = partition_range(days or _seeded_window())
+    except ValueError as error:
+        sys.exit(str(error))
     from ecomm_assets.definitions import defs  # here: the partitions start at ECOMM_FIRST_INGESTION_DATE
 
     selection = dg.AssetSelection.all() if days else dg.AssetSelection.all() - dg.AssetSelection.groups("landing")
@@ -185,18 +180,22 @@ def build(days: str | None) -> None:
     with dg.DagsterInstance.get() as instance:
         for run_id in fail_dead_runs(instance):
             print(f"Run {run_id} was left started by a process that is gone: marked failed.")
-        done = instance.get_run_records(dg.RunsFilter(tags=tags, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
-        if done:
-            print(f"Every partition {first} to {last} was built by run {done[0].dagster_run.run_id}: "
+        keys = selection.resolve(defs.resolve_asset_graph())
+        missing = unbuilt(instance, keys, first, last)
+        if not missing:
+            print(f"Each of the {len(keys)} assets is materialized for every day {first} to {last}: "
                   "nothing to do (`make clean` starts over).")
             return
+        if len(missing) < len(keys):
+            print(f"{len(missing)} of {len(keys)} assets miss days of {first} to {last}, e.g. " + "; ".join(
+                f"{asset} ({len(days)} days from {days[0]})" for asset, days in list(missing.items())[:3]))
         log = environment.ecomm_home() / "logs" / f"build_{datetime.now():%Y%m%d_%H%M%S}.log"
         print(f"Building every asset for {first} to {last} in one run (Dagster's log: {log})")
         started = time.monotonic()
         with _output_to(log):
             result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
                 instance=instance, tags=tags, raise_on_error=False,
-                asset_selection=list(selection.resolve(defs.resolve_asset_graph())))
+                asset_selection=list(keys))
         print("\n".join(_step_lines(instance, result.run_id)))
         print(f"Run {result.run_id} {'succeeded' if result.success else 'FAILED'} in "
               f"{time.monotonic() - started:.0f} s")

@@ -5,6 +5,8 @@ Asia/Bangkok (ICT). Sharing a single definition keeps a backfill of the whole gr
 """
 
 import os
+import sys
+from datetime import date
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
@@ -23,6 +25,22 @@ def run_ingestion_dates(context: dg.AssetExecutionContext) -> list[str]:
         raise dg.Failure(f"The partition range {selected.start}...{selected.end} selects no ingestion "
                          "date: its first date must not come after its last.")
     return context.partition_keys
+
+
+def partition_range(days: str) -> tuple[str, str]:
+    """FIRST...LAST (or one day) as partition keys; a ValueError says in one line what is wrong."""
+    first, _, last = days.partition("...")
+    keys = ingestion_date_partitions.get_partition_keys()
+    for day in (first, last or first):
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            raise ValueError(f"{day!r} is not a day: write YYYY-MM-DD, or FIRST...LAST for a range.") from None
+        if day not in keys:
+            raise ValueError(f"There is no partition {day}: the partitions run from {keys[0]} to {keys[-1]}.")
+    if first > (last or first):
+        raise ValueError(f"{days} is empty: its first day comes after its last.")
+    return first, last or first
 
 
 def range_tags(first: str, last: str) -> dict[str, str]:
@@ -52,3 +70,10 @@ def partition_range_request(name: str, first: str, last: str, records: dict) -> 
     landed_partitions), so that the same landing never asks twice."""
     newest = max(r.storage_id for by_asset in records.values() for r in by_asset.values())
     return dg.RunRequest(run_key=f"{name}-{first}-{last}-{newest}", tags=range_tags(first, last))
+
+
+if __name__ == "__main__":  # `make run DAYS=...` asks here first: a wrong range is refused in a second
+    try:
+        partition_range(sys.argv[1])
+    except ValueError as error:
+        sys.exit(str(error))
