@@ -1,7 +1,8 @@
 """A Tableau Server on 127.0.0.1 over HTTPS (a certificate made by trustme for this run) that
 speaks what dagster-tableau and tableauserverclient send: server info, connected-app (JWT)
 sign-in, the workbook and data source lists, the Metadata API's workbook query, "Update Data
-Source Now" / "Update Workbook Now", Query Job and Cancel Job.
+Source Now" / "Update Workbook Now" (409093 while a refresh of the same content is queued), Query
+Jobs, Query Job and Cancel Job (refused without the JWT scope tableau:jobs:update).
 
 The site holds the Ecommerce Analytics workbook (four sheets and a dashboard over two published
 extracts, an embedded extract and a live data source) and an unrelated Finance workbook. How a
@@ -86,10 +87,12 @@ def _attrs(**values) -> str:
 
 
 class TableauPeer:
-    """``outcomes``: target id -> "success" | "failed" | "never" (a job that never finishes).
+    """``outcomes``: target id -> "success" | "failed" | "never" (a job that never finishes) |
+    "bridge" (a Tableau Bridge job: finish code 0, "assigned", until it completes with code 3).
     ``refreshes``: the target ids refreshed, ``cancelled``: the jobs cancelled (by target id);
-    ``rate_limit(pattern)`` answers the next request matching "METHOD path" with 429;
-    ``log``: every request as "METHOD path -> status"."""
+    ``queue(kind, target)`` queues a refresh as the site's schedule does; ``rate_limit(pattern)``
+    answers the next request matching "METHOD path" with 429; ``hang(pattern)`` never answers the
+    requests matching it; ``log``: every request as "METHOD path -> status"."""
 
     def __init__(self, tmp_path):
         self.content = site_content()
@@ -97,9 +100,11 @@ class TableauPeer:
         self.refreshes: list[str] = []
         self.cancelled: list[str] = []
         self.jobs: dict[str, dict] = {}
-        self.tokens: set[str] = set()
+        self.tokens: dict[str, list[str]] = {}  # session token -> the scopes of its JWT
         self.log: list[str] = []
         self.rate_limited: list[str] = []
+        self.hanging: list[str] = []
+        self.stopped = threading.Event()
         ca = trustme.CA()
         self.ca_bundle = tmp_path / "tableau-peer-ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_bundle))
@@ -118,9 +123,26 @@ class TableauPeer:
     def rate_limit(self, pattern: str) -> None:
         self.rate_limited.append(pattern)
 
+    def hang(self, pattern: str) -> None:
+        self.hanging.append(pattern)
+
+    def queue(self, kind: str, target: str, ends_at_conflict: bool = False) -> str:
+        """Queue a refresh of ``target`` (kind "datasource" or "workbook") outside the run, as the
+        site's schedule does; ``ends_at_conflict``: it completes as Tableau refuses a duplicate."""
+        job = _new_job(kind, target, self.outcomes.get(target, "success"))
+        job["ends_at_conflict"] = ends_at_conflict
+        self.jobs[job["id"]] = job
+        return job["id"]
+
     def stop(self) -> None:
+        self.stopped.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def _new_job(kind: str, target: str, outcome: str) -> dict:
+    return {"id": str(uuid.uuid4()), "kind": kind, "target": target, "polls": 0, "outcome": outcome,
+            "finished": False}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -143,6 +165,11 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.line = f"{method} {url.path}"
+        if any(re.fullmatch(p, self.line) for p in self.tableau.hanging):
+            self.tableau.log.append(f"{self.line} -> no answer")
+            self.tableau.stopped.wait()
+            self.close_connection = True
+            return
         if limited := [p for p in self.tableau.rate_limited if re.fullmatch(p, self.line)]:
             self.tableau.rate_limited.remove(limited[0])  # what Tableau Cloud sends over its limits: an HTML page
             return self._answer(429, b"<html><body>429 Too Many Requests</body></html>", "text/html",
@@ -166,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "POST" and path.endswith("/auth/signin"):
             return self._sign_in(body)
         if method == "POST" and path.endswith("/auth/signout"):
-            self.tableau.tokens.discard(self.headers.get("X-Tableau-Auth"))
+            self.tableau.tokens.pop(self.headers.get("X-Tableau-Auth"), None)
             return 204, b"", xml
         if self.headers.get("X-Tableau-Auth") not in self.tableau.tokens:
             return 401, _error("401002", "Unauthorized Access", "Invalid authentication credentials."), xml
@@ -190,6 +217,8 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, _xml(self._datasource(match.group(1))), xml
         if method == "POST" and (match := re.fullmatch(r"/(datasources|workbooks)/([^/]+)/refresh", tail)):
             return self._start_job(match.group(1)[:-1], match.group(2))
+        if method == "GET" and tail == "/jobs":
+            return 200, self._page("backgroundJob", self._background_jobs(query), query), xml
         if match := re.fullmatch(r"/jobs/([^/]+)", tail):
             return self._job(method, self.tableau.jobs[match.group(1)])
         return 404, _error("404000", "Resource Not Found", f"{method} {tail}"), xml
@@ -206,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
                 SECRET_ID, CLIENT_ID, USERNAME, SITE):
             return 401, _error("401001", "Signin Error", "unknown connected app, user or site"), "application/xml"
         session = uuid.uuid4().hex
-        self.tableau.tokens.add(session)
+        self.tableau.tokens[session] = claims.get("scp", [])
         return 200, _xml(f"<credentials{_attrs(token=session)}><site{_attrs(id=SITE_ID, contentUrl=SITE)}/>"
                          f"<user{_attrs(id=USER_ID)}/></credentials>"), "application/xml"
 
@@ -224,21 +253,46 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _start_job(self, kind: str, target: str):
         self.tableau.refreshes.append(target)
-        job = {"id": str(uuid.uuid4()), "kind": kind, "target": target, "polls": 0,
-               "outcome": self.tableau.outcomes.get(target, "success")}
+        if queued := [job for job in self.tableau.jobs.values() if job["target"] == target and not job["finished"]]:
+            if queued[0].get("ends_at_conflict"):
+                queued[0]["finished"] = True
+            content = self.tableau.content
+            name = content["datasources"][target][0] if kind == "datasource" else content["workbooks"][target]["name"]
+            return 409, _error("409093", "Resource Conflict",
+                               f"Job for '{name}' is already queued. Not queuing a duplicate."), "application/xml"
+        job = _new_job(kind, target, self.tableau.outcomes.get(target, "success"))
         self.tableau.jobs[job["id"]] = job
         return 202, _xml(f"<job{_attrs(id=job['id'], mode='Asynchronous', type='RefreshExtract', createdAt=TS)}>"
                          f"<extractRefreshJob><{kind}{_attrs(id=target)}/></extractRefreshJob></job>"), "application/xml"
 
+    def _background_jobs(self, query: dict) -> list[str]:
+        """Query Jobs: the site's jobs, filtered on ``status:eq:...``."""
+        filters = dict(f.split(":eq:") for f in query.get("filter", [""])[0].split(",") if f)
+        statuses = {job["id"]: ({"success": "Success", "bridge": "Success", "failed": "Failed",
+                                 "cancelled": "Cancelled"}[job["outcome"]] if job["finished"]
+                                else "InProgress" if job["polls"] else "Pending")
+                    for job in self.tableau.jobs.values()}
+        return [f"<backgroundJob{_attrs(id=id_, status=status, createdAt=TS, priority=50, jobType='refresh_extracts')}/>"
+                for id_, status in statuses.items() if filters.get("status", status) == status]
+
     def _job(self, method: str, job: dict):
         if method == "PUT":  # Cancel Job
+            if "tableau:jobs:update" not in self.tableau.tokens[self.headers.get("X-Tableau-Auth")]:
+                # Cancel Job's documented refusal (403032 Update forbidden), for a JWT without the scope
+                return 403, _error("403032", "Update forbidden", "The session's JWT has no scope "
+                                   "tableau:jobs:update: it cannot cancel jobs."), "application/xml"
             self.tableau.cancelled.append(job["target"])
             job["outcome"] = "cancelled"
             return 200, b"", "application/xml"
         job["polls"] += 1
-        finished = job["polls"] > 1 and job["outcome"] != "never"
-        code = {"success": 0, "failed": 1, "cancelled": 2}.get(job["outcome"])
-        done = _attrs(completedAt=TS, finishCode=code) if finished else ""
+        if job["outcome"] == "bridge":  # finish code 0 (assigned) on the first polls, then completed: 3
+            job["finished"] = job["polls"] > 3
+            done = _attrs(completedAt=TS, finishCode=3) if job["finished"] else _attrs(finishCode=0)
+        else:
+            job["finished"] = job["finished"] or (job["polls"] > 1 and job["outcome"] != "never")
+            code = {"success": 0, "failed": 1, "cancelled": 2}.get(job["outcome"])
+            done = _attrs(completedAt=TS, finishCode=code) if job["finished"] else ""
+        finished = job["finished"]
         notes = f"<notes>{escape(NOTES[job['outcome']])}</notes>" if finished and job["outcome"] in NOTES else ""
         return 200, _xml(f"<job{_attrs(id=job['id'], mode='Asynchronous', type='RefreshExtract', createdAt=TS)}{done}>"
                          f"<extractRefreshJob>{notes}<{job['kind']}{_attrs(id=job['target'])}/></extractRefreshJob></job>"), \

@@ -2,8 +2,9 @@
 
 Given the Ecommerce Analytics workbook on the site: the code location shows it downstream of the
 KPI tables and loads from its cached copy while Tableau is down; a refresh refreshes each extract
-once, waits for Tableau's jobs within a bound, and turns a failed or endless job into a failed
-run whose alert carries Tableau's own message.
+once, waits for Tableau's jobs (or for the refresh Tableau had already queued) until they complete,
+within a bound, turns a failed or endless job into a failed run whose alert carries Tableau's own
+message, and a request Tableau never answers into a failed run within the HTTP timeout.
 """
 
 import json
@@ -11,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import dagster as dg
 import pytest
@@ -28,7 +30,7 @@ from tableau_peer import (
 )
 
 from ecomm_assets.alerts.sensor import Alerting, failure_alerts
-from ecomm_assets.serving.tableau import TableauServer, tableau_workbook_assets
+from ecomm_assets.serving.tableau import WORKBOOK, TableauServer, tableau_workbook_assets
 
 DAY = "2026-11-20"
 WORKBOOK_ASSETS = {
@@ -48,10 +50,10 @@ def tableau(tmp_path, monkeypatch):
     peer.stop()
 
 
-def site(peer: TableauPeer) -> TableauServer:
+def site(peer: TableauPeer, request_timeout_seconds: float = 60) -> TableauServer:
     return TableauServer(server_name=peer.server_name, site_name=SITE, username=USERNAME,
                          connected_app_client_id=CLIENT_ID, connected_app_secret_id=SECRET_ID,
-                         connected_app_secret_value=SECRET_VALUE)
+                         connected_app_secret_value=SECRET_VALUE, request_timeout_seconds=request_timeout_seconds)
 
 
 LOAD_CODE_LOCATION = """
@@ -106,9 +108,11 @@ def test_the_workbook_is_downstream_of_the_kpis_and_loads_from_its_cache_with_ta
     assert all(online[key]["materializable"] and online[key]["group"] == "serving" for key in WORKBOOK_ASSETS)
 
 
-def refresh(peer: TableauPeer, tmp_path, instance: dg.DagsterInstance, timeout_seconds: float = 60):
+def refresh(peer: TableauPeer, tmp_path, instance: dg.DagsterInstance, timeout_seconds: float = 60,
+            request_timeout_seconds: float = 60):
     assets = tableau_workbook_assets(site(peer), tmp_path / "tableau_workspace.json")
-    return dg.materialize(assets, partition_key=DAY, instance=instance, resources={"tableau": site(peer)},
+    return dg.materialize(assets, partition_key=DAY, instance=instance,
+                          resources={"tableau": site(peer, request_timeout_seconds)},
                           raise_on_error=False, run_config={"ops": {"ecommerce_analytics_workbook": {"config": {
                               "poll_interval_seconds": 0.05, "timeout_seconds": timeout_seconds}}}})
 
@@ -163,12 +167,77 @@ def test_a_failed_refresh_fails_the_run_and_its_alert_carries_tableau_s_message(
             alert["fields"]["step ecommerce_analytics_workbook"]), alert
 
 
-def test_a_refresh_that_never_ends_is_cancelled_at_the_timeout(tableau, tmp_path):
-    tableau.outcomes[PRODUCT_KPI] = "never"
+def test_refreshes_that_never_end_fail_at_the_timeout_though_tableau_refuses_to_cancel_them(tableau, tmp_path):
+    # dagster-tableau's JWT asks for no tableau:jobs:update: Tableau refuses each Cancel Job (403)
+    tableau.outcomes[SALES_KPI] = tableau.outcomes[PRODUCT_KPI] = "never"
     with dg.instance_for_test() as instance:
         result = refresh(tableau, tmp_path, instance, timeout_seconds=1)
 
+        assert not result.success
+        failure = result.get_step_failure_events()[0].step_failure_data.error.message
+        assert "did not finish refreshing data source sales_kpi, data source product_kpi within 1 s" in failure
+        refused = [m for m in messages(instance, result.run_id) if m.startswith("Could not cancel")]
+    assert [line.split(" -> ")[1] for line in tableau.log if line.startswith("PUT ")] == ["403", "403"]
+    assert [m.split(" refreshing ")[1] for m in refused] == [
+        f"data source {name}, which goes on: 403032: Update forbidden The session's JWT has no scope "
+        "tableau:jobs:update: it cannot cancel jobs." for name in ("sales_kpi", "product_kpi")]
+    assert tableau.cancelled == []
+
+
+def test_a_refresh_tableau_already_queued_is_waited_for(tableau, tmp_path):
+    # the site's schedule queued these refreshes: Tableau answers ours with 409093
+    queued = {"data source sales_kpi": tableau.queue("datasource", SALES_KPI),
+              f"the embedded extracts of workbook {WORKBOOK}": tableau.queue("workbook", ECOMM_WORKBOOK)}
+    with dg.instance_for_test() as instance:
+        result = refresh(tableau, tmp_path, instance)
+
+        assert result.success
+        logged = messages(instance, result.run_id)
+    assert [line for line in tableau.log if "-> 409" in line] == [
+        f"POST /api/3.24/sites/{SITE_ID}/datasources/{SALES_KPI}/refresh -> 409",
+        f"POST /api/3.24/sites/{SITE_ID}/workbooks/{ECOMM_WORKBOOK}/refresh -> 409"]
+    for what, job_id in queued.items():
+        assert f"Tableau already had a refresh of {what} queued (409093): waiting for its job {job_id}." in logged
+        assert f"Tableau job {job_id} refreshing {what} finished: code 0 (success)" in logged
+    assert len(tableau.jobs) == 3  # the two queued and the refresh of product_kpi
+
+
+def test_a_refresh_already_queued_that_cannot_be_found_is_skipped_and_says_so(tableau, tmp_path):
+    tableau.queue("datasource", SALES_KPI, ends_at_conflict=True)  # it ends before we look for it
+    with dg.instance_for_test() as instance:
+        result = refresh(tableau, tmp_path, instance)
+
+        assert result.success
+        assert ("Refresh of data source sales_kpi skipped: Tableau already had one queued (409093) and no "
+                "pending or running job of it was found to wait for.") in messages(instance, result.run_id)
+    metadata = {event.asset_key.to_user_string(): event.materialization.metadata
+                for event in result.get_asset_materialization_events()}
+    assert metadata["tableau/sales_kpi"]["tableau_refresh_skipped"].value == (
+        "already queued in Tableau, not found: data source sales_kpi")
+    assert metadata["tableau/sales_kpi"]["tableau_jobs"].value == 2
+
+
+def test_a_bridge_job_is_waited_for_until_it_completes(tableau, tmp_path):
+    tableau.outcomes[SALES_KPI] = "bridge"  # finish code 0 ("assigned") until it completes with 3
+    with dg.instance_for_test() as instance:
+        result = refresh(tableau, tmp_path, instance)
+
+        assert result.success
+        finished = [m for m in messages(instance, result.run_id) if "refreshing data source sales_kpi" in m]
+    bridge_job, = [job for job in tableau.jobs.values() if job["target"] == SALES_KPI]
+    assert finished == [f"Tableau job {bridge_job['id']} refreshing data source sales_kpi finished: code 3 (completed)"]
+    assert bridge_job["polls"] == 4  # three answers of code 0 without completedAt were not taken for the end
+
+
+def test_a_request_tableau_never_answers_fails_the_run_within_the_http_timeout(tableau, tmp_path):
+    tableau.hang(r"GET .*/jobs/.*")
+    with dg.instance_for_test() as instance:
+        started = time.monotonic()
+        result = refresh(tableau, tmp_path, instance, request_timeout_seconds=1)
+        elapsed = time.monotonic() - started
+
     assert not result.success
+    assert elapsed < 30  # the poll timeout (60 s) never came into play
     failure = result.get_step_failure_events()[0].step_failure_data.error.message
-    assert "did not finish refreshing data source product_kpi within 1 s; the jobs are cancelled" in failure
-    assert tableau.cancelled == [PRODUCT_KPI]
+    assert re.search(rf"Tableau did not answer GET https://{re.escape(tableau.server_name)}/api/3\.24/sites/{SITE_ID}"
+                     r"/jobs/\S+ in time: .*Read timed out\. \(read timeout=1\.0\)", failure), failure

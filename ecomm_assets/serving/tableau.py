@@ -2,10 +2,11 @@
 refresh of its extracts when the KPIs land.
 
 dagster-tableau signs in with a connected app (JWT) and reads the workbook through the REST and
-Metadata APIs; its translator gives the specs. Two things are ours: the workspace content is read
-once and kept in a file (the code location then loads while Tableau is unreachable), and the
-refresh waits for Tableau's jobs itself, to log each job's finish code and notes and to bound the
-wait (dagster-tableau's own loop reports neither).
+Metadata APIs; its translator gives the specs. The rest is ours: the workspace content is read
+once and kept in a file (the code location then loads while Tableau is unreachable); the refresh
+waits for Tableau's jobs itself, to log each job's finish code and notes and to bound the wait
+(dagster-tableau's own loop reports neither), and waits for a refresh Tableau had already queued
+instead of failing; every request has an HTTP timeout.
 """
 
 import time
@@ -24,6 +25,7 @@ from dagster_tableau import (
 )
 from dagster_tableau.resources import BaseTableauWorkspace
 from dagster_tableau.translator import TableauDataSourceMetadataSet, TableauTagSet, TableauWorkspaceData
+from pydantic import Field
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -35,35 +37,42 @@ warnings.filterwarnings("ignore", message=r"Class `\w*Tableau\w*` is currently i
 
 WORKBOOK = "Ecommerce Analytics"
 FINISH_CODES = {TSC.JobItem.FinishCode.Success: "success", TSC.JobItem.FinishCode.Failed: "failed",
-                TSC.JobItem.FinishCode.Cancelled: "cancelled"}
-IN_PROGRESS = -1  # TSC's finish_code while a job has none yet
+                TSC.JobItem.FinishCode.Cancelled: "cancelled", TSC.JobItem.FinishCode.Completed: "completed"}
+# As tableauserverclient's Jobs.wait_for_job: 3 is how a Bridge job reports success.
+SUCCEEDED = {TSC.JobItem.FinishCode.Success, TSC.JobItem.FinishCode.Completed}
 
 
 def _rate_limited_session() -> requests.Session:
-    """A session that waits as Tableau asks (Retry-After) and retries when it answers 429."""
+    """A session that waits as Tableau asks (Retry-After) and retries when it answers 429 (and
+    nothing else: a read timeout is raised as requests' ReadTimeout)."""
     session = requests.Session()
-    retry = Retry(total=None, connect=0, read=0, other=0, redirect=0, status=5, status_forcelist=[429],
+    retry = Retry(total=None, connect=0, read=False, other=0, redirect=0, status=5, status_forcelist=[429],
                   allowed_methods=None, backoff_factor=2, respect_retry_after_header=True, raise_on_status=False)
     session.mount("https://", HTTPAdapter(max_retries=retry))
     return session
 
 
-class _RetriesRateLimits:
+class _BoundedRequests(BaseTableauWorkspace):
+    request_timeout_seconds: float = Field(
+        default=60, description="HTTP timeout of each Tableau request (connect, then each read).")
+
     def build_client(self) -> None:
         super().build_client()
         # dagster-tableau builds tableauserverclient's Server with the default session factory
-        # (no retry); build it again with one that honours Tableau's rate limits.
+        # (no retry) and no timeout; build it again with a session that honours Tableau's rate
+        # limits and a timeout that tableauserverclient passes to every request (http_options).
         client = self._client
-        client._server = TSC.Server(client.base_url, session_factory=_rate_limited_session)
+        client._server = TSC.Server(client.base_url, session_factory=_rate_limited_session,
+                                    http_options={"timeout": self.request_timeout_seconds})
         client._server.use_server_version()
 
 
-class TableauServer(_RetriesRateLimits, TableauServerWorkspace):
-    """A Tableau Server site (dagster-tableau's workspace) whose requests retry on 429."""
+class TableauServer(_BoundedRequests, TableauServerWorkspace):
+    """A Tableau Server site (dagster-tableau's workspace) whose requests retry on 429 and time out."""
 
 
-class TableauCloud(_RetriesRateLimits, TableauCloudWorkspace):
-    """A Tableau Cloud site (dagster-tableau's workspace) whose requests retry on 429."""
+class TableauCloud(_BoundedRequests, TableauCloudWorkspace):
+    """A Tableau Cloud site (dagster-tableau's workspace) whose requests retry on 429 and time out."""
 
 
 class EcommTableauTranslator(DagsterTableauTranslator):
@@ -145,10 +154,24 @@ class TableauRefreshConfig(dg.Config):
     timeout_seconds: float = 3600
 
 
-def wait_for_jobs(client, jobs: dict[str, str], log, config: TableauRefreshConfig) -> None:
-    """Poll Tableau's jobs (id -> what it refreshes) until each has a finish code and log it with
-    Tableau's notes. Fail when one did not succeed or when ``timeout_seconds`` pass; the jobs still
-    running when this returns or raises are cancelled, so none outlives the run."""
+def queued_job(client, content_id: str) -> str | None:
+    """The id of the extract refresh job Tableau has pending or in progress for a data source or
+    workbook: Query Jobs filtered on status, each job matched on the content its Query Job names."""
+    jobs = client._server.jobs
+    for status in (TSC.BackgroundJobItem.Status.Pending, TSC.BackgroundJobItem.Status.InProgress):
+        for listed in jobs.filter(status=status):
+            job = jobs.get_by_id(listed.id)
+            if content_id in (job.datasource_id, job.workbook_id):
+                return job.id
+    return None
+
+
+def wait_for_jobs(client, jobs: dict[str, str], log, config: TableauRefreshConfig,
+                  queued_before: frozenset[str] = frozenset()) -> None:
+    """Poll Tableau's jobs (id -> what it refreshes) until each has completed and log its finish
+    code with Tableau's notes. Fail when one did not succeed or when ``timeout_seconds`` pass; the
+    jobs of this run still running then are cancelled, so none outlives the run (those Tableau had
+    queued before the run, ``queued_before``, are waited for, never cancelled)."""
     pending = dict(jobs)
     failed = []
     deadline = time.monotonic() + config.timeout_seconds
@@ -156,25 +179,34 @@ def wait_for_jobs(client, jobs: dict[str, str], log, config: TableauRefreshConfi
         while pending:
             if time.monotonic() > deadline:
                 raise dg.Failure(f"Tableau did not finish refreshing {', '.join(pending.values())} within "
-                                 f"{config.timeout_seconds:g} s; the jobs are cancelled.")
+                                 f"{config.timeout_seconds:g} s.")
             time.sleep(config.poll_interval_seconds)
             for job_id, what in list(pending.items()):
                 job = client.get_job(job_id)
-                if job.finish_code == IN_PROGRESS:
+                if job.completed_at is None:  # a Bridge job reports finish code 0 once assigned
                     continue
                 del pending[job_id]
                 outcome = FINISH_CODES.get(job.finish_code, "unknown")
                 notes = " ".join(" ".join(note.split()) for note in job.notes)  # one line, for the alert
                 line = (f"Tableau job {job_id} refreshing {what} finished: code {job.finish_code} ({outcome})"
                         + (f"; Tableau says: {notes}" if notes else ""))
-                if job.finish_code == TSC.JobItem.FinishCode.Success:
+                if job.finish_code in SUCCEEDED:
                     log.info(line)
                 else:
                     log.error(line)
                     failed.append(line)
     finally:
-        for job_id in pending:
-            client.cancel_job(job_id)
+        for job_id, what in pending.items():
+            if job_id in queued_before:
+                continue
+            try:
+                client.cancel_job(job_id)
+                log.warning(f"Cancelled Tableau job {job_id} refreshing {what}.")
+            except (TSC.ServerResponseError, TSC.FailedSignInError, requests.RequestException) as error:
+                # e.g. 403 without the tableau:jobs:update scope: the other jobs are still cancelled
+                # and the error that stopped the wait is the one raised
+                log.error(f"Could not cancel Tableau job {job_id} refreshing {what}, which goes on: "
+                          + " ".join(str(error).split()))
     if failed:
         raise dg.Failure("\n".join(failed))
 
@@ -198,14 +230,36 @@ def tableau_workbook_assets(workspace: BaseTableauWorkspace, state_path: Path) -
         dates = run_ingestion_dates(context)
         context.log.info(f"Refreshing {WORKBOOK} after the KPIs of {dates[0]}...{dates[-1]}.")
         sources = [(spec, _data_source(spec)) for spec in refreshed if _data_source(spec)]
-        with tableau.get_client() as client:
-            jobs = {client.refresh_data_source(source.id).id: f"data source {spec.key.path[-1]}"
-                    for spec, source in sources if source.is_published}
-            for workbook_id in sorted({source.workbook_id for _, source in sources if not source.is_published}):
-                jobs[client.refresh_workbook(workbook_id).id] = f"the embedded extracts of workbook {WORKBOOK}"
-            wait_for_jobs(client, jobs, context.log, config)
+        jobs, queued_before, skipped = {}, set(), []
+        try:
+            with tableau.get_client() as client:
+                refreshes = [(client.refresh_data_source, source.id, f"data source {spec.key.path[-1]}")
+                             for spec, source in sources if source.is_published]
+                refreshes += [(client.refresh_workbook, workbook_id, f"the embedded extracts of workbook {WORKBOOK}")
+                              for workbook_id in sorted({source.workbook_id for _, source in sources
+                                                         if not source.is_published})]
+                for refresh, content_id, what in refreshes:
+                    # tableauserverclient returns None when Tableau answers 409093: a refresh is already queued.
+                    if job := refresh(content_id):
+                        jobs[job.id] = what
+                    elif job_id := queued_job(client, content_id):
+                        context.log.info(f"Tableau already had a refresh of {what} queued (409093): "
+                                         f"waiting for its job {job_id}.")
+                        jobs[job_id] = what
+                        queued_before.add(job_id)
+                    else:
+                        context.log.warning(f"Refresh of {what} skipped: Tableau already had one queued (409093) "
+                                            "and no pending or running job of it was found to wait for.")
+                        skipped.append(what)
+                wait_for_jobs(client, jobs, context.log, config, frozenset(queued_before))
+        except requests.Timeout as error:
+            raise dg.Failure(f"Tableau did not answer {error.request.method} {error.request.url} "
+                             f"in time: {error}") from error
+        metadata = {"tableau_jobs": len(jobs)}
+        if skipped:
+            metadata["tableau_refresh_skipped"] = f"already queued in Tableau, not found: {', '.join(skipped)}"
         for spec in refreshed:
-            yield dg.MaterializeResult(asset_key=spec.key, metadata={"tableau_jobs": len(jobs)})
+            yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata)
 
     return [ecommerce_analytics_workbook, *(spec for spec in specs if not _is_refreshed(spec))]
 
