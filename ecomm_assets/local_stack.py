@@ -29,7 +29,7 @@ import psycopg
 from ecomm_assets import environment
 from ecomm_assets.extract.landing_zone import partition_folder
 from ecomm_assets.local_run_launcher import fail_dead_runs
-from ecomm_assets.operations.metrics_store import RunMetrics
+from ecomm_assets.operations.metrics_store import RunMetrics, failed_records
 from ecomm_assets.operations.monitoring_page import write_monitoring_page
 from ecomm_assets.partitions import ingestion_date_partitions, partition_range, range_tags
 from ecomm_assets.source import demo_data
@@ -118,10 +118,11 @@ def _output_to(log: Path):
                 os.close(saved[fd])
 
 
-def _step_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """One line per step of the run: what it materialized, rows, failed checks, seconds."""
+def step_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """One line per step of the run: what it materialized and its rows (landed by the run, held by
+    the tables it refreshed), seconds; then each failed check with its days and failing rows."""
     started, ended, rows = {}, {}, defaultdict(dict)  # rows: {step: {asset: row count}}
-    failed_checks, errors = defaultdict(set), {}
+    failed_checks, errors = defaultdict(lambda: defaultdict(dict)), {}  # {step: {check: {day: failed rows}}}
     for entry in instance.all_logs(run_id):
         event, step = entry.dagster_event, entry.step_key
         if event is None or step is None:
@@ -146,16 +147,25 @@ def _step_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed:
-                failed_checks[step].add(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
+                check = f"{evaluation.asset_key.to_user_string()} {evaluation.check_name} ({evaluation.severity.value})"
+                failed_checks[step][check][evaluation.partition or "all days"] = failed_records(evaluation.metadata)
     lines = []
     for step, start in started.items():
         end, succeeded = ended.get(step, (start, False))
-        checks = f", failed checks: {', '.join(sorted(failed_checks[step]))}" if failed_checks[step] else ""
+        held = "landed" if step == "landing_extracts" else "in its tables"
         lines.append(f"  {'ok    ' if succeeded else 'FAILED'} {step:<30} {len(rows[step]):>3} assets "
-                     f"{sum(rows[step].values()):>10,} rows {end - start:7.1f} s{checks}")
+                     f"{sum(rows[step].values()):>10,} rows {held:<13} {end - start:7.1f} s")
         if step in errors:
             lines.append(f"         {errors[step]}")
+        for check, days in sorted(failed_checks[step].items()):
+            counted = [n for n in days.values() if n is not None]
+            lines.append(f"         failed check {check} on {_days(sorted(days))}"
+                         + (f": {sum(counted):,.0f} failing rows" if counted else ""))
     return lines
+
+
+def _days(days: list[str]) -> str:
+    return ", ".join(days) if len(days) <= 3 else f"{len(days)} days, {days[0]} to {days[-1]}"
 
 
 def unbuilt(instance: dg.DagsterInstance, keys: set[dg.AssetKey], first: str, last: str) -> dict[str, list[str]]:
@@ -196,7 +206,7 @@ def build(days: str | None) -> None:
             result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
                 instance=instance, tags=tags, raise_on_error=False,
                 asset_selection=list(keys))
-        print("\n".join(_step_lines(instance, result.run_id)))
+        print("\n".join(step_lines(instance, result.run_id)))
         print(f"Run {result.run_id} {'succeeded' if result.success else 'FAILED'} in "
               f"{time.monotonic() - started:.0f} s")
         # what export_run_metrics does under the daemon (it writes nothing twice)

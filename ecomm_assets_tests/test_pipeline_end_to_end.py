@@ -16,7 +16,7 @@ from support import DAYS, NIGHTLY, SERVED_TABLES, source_rows
 
 from ecomm_assets.alerts.sensor import Alerting, failure_alerts
 from ecomm_assets.definitions import defs
-from ecomm_assets.local_stack import unbuilt
+from ecomm_assets.local_stack import step_lines, unbuilt
 
 pytestmark = pytest.mark.slow
 
@@ -275,8 +275,17 @@ def test_each_run_records_its_checks_on_its_days(shop, new_pipeline, tmp_path):
         daily.materialize(bad_day, selection=NIGHTLY)
         assert recorded() == {good_day: "SUCCEEDED", bad_day: "FAILED"}
 
-        new_pipeline("backfill", instance).materialize(DAYS[0], DAYS[-1])
+        backfill = new_pipeline("backfill", instance).materialize(DAYS[0], DAYS[-1])
         assert recorded() == {day: "FAILED" if day in bad_days else "SUCCEEDED" for day in DAYS}
+
+        # `make run` prints each failed check with its days and failing rows, under its step.
+        [(bad_orders,)] = source_rows(shop, "SELECT count(*) FROM orders "
+                                            "WHERE status NOT IN ('shipped', 'delivered', 'cancelled', 'pending')")
+        lines = step_lines(instance, backfill.run_id)
+        assert (f"         failed check silver/orders valid_status (WARN) on {', '.join(sorted(bad_days))}: "
+                f"{bad_orders} failing rows") in lines, lines
+        [landing] = [line for line in lines if "landing_extracts" in line]
+        assert landing.startswith("  ok     landing_extracts") and " rows landed " in landing
 
         # The alert of a backfill's failed check names the days it failed on.
         alerting = Alerting(alert_log=str(tmp_path / "alerts.jsonl"))

@@ -29,6 +29,14 @@ def _numbers(metadata: dict[str, dg.MetadataValue]) -> dict[str, float]:
             if isinstance(value, dg.IntMetadataValue | dg.FloatMetadataValue) and value.value is not None}
 
 
+def failed_records(metadata: dict[str, dg.MetadataValue]) -> float | None:
+    """The rows a check evaluation counts as failing on its day (the day's count when it has one:
+    a lakehouse expectation's; a dbt test's), or None when the check counts none."""
+    numbers = _numbers(metadata)
+    return numbers.get("partition_failed_records", numbers.get("failed_records",
+                                                                numbers.get("dagster_dbt/failed_row_count")))
+
+
 @dataclass
 class RunMetrics:
     """One ended run, as the rows of the ecomm_ops tables."""
@@ -59,12 +67,9 @@ class RunMetrics:
                                           for name, value in _numbers(materialization.metadata).items()]
             else:
                 evaluation = event.event_specific_data
-                numbers = _numbers(evaluation.metadata)
                 metrics.check_results.append((
                     run_id, evaluation.asset_key.to_user_string(), evaluation.check_name, evaluation.partition or "",
-                    evaluation.passed, evaluation.severity.value,
-                    numbers.get("partition_failed_records", numbers.get("failed_records",
-                                                                          numbers.get("dagster_dbt/failed_row_count")))))
+                    evaluation.passed, evaluation.severity.value, failed_records(evaluation.metadata)))
         return metrics
 
 
