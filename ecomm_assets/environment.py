@@ -8,12 +8,14 @@ Dagster reads them at run time and never stores or shows their values.
 """
 
 import os
+import re
 from pathlib import Path
 
 import dagster as dg
 
 from ecomm_assets import REPO_ROOT
 from ecomm_assets.alerts.sensor import Alerting
+from ecomm_assets.alerts.smtp import SECURITIES as SMTP_SECURITIES
 from ecomm_assets.extract.landing_zone import LocalLandingZone
 from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse
 from ecomm_assets.metrics.dbt_cli import DBT_EXECUTABLE, DbtCli
@@ -34,6 +36,13 @@ def ecomm_env() -> str:
 
 
 def ecomm_home() -> Path:
+    """The project's files (alert log, monitoring page, Tableau state...): ECOMM_HOME, by default
+    ``<repo>/.ecomm_home`` locally; production requires it, an absolute path (a volume, not the image)."""
+    if ecomm_env() == "prod":
+        home = _required("ECOMM_HOME")["ECOMM_HOME"]
+        if not Path(home).is_absolute():
+            raise RuntimeError(f"ECOMM_HOME={home!r}: in production it must be an absolute path")
+        return Path(home)
     return Path(os.getenv("ECOMM_HOME", REPO_ROOT / ".ecomm_home")).resolve()
 
 
@@ -90,6 +99,14 @@ def _databricks_credentials() -> dict:
                        "DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET (a service principal, OAuth M2M)")
 
 
+def _warehouse_id(http_path: str) -> str:
+    """The SQL warehouse id in DATABRICKS_HTTP_PATH, which must be a warehouse's /sql/1.0/warehouses/<id>."""
+    if not (match := re.fullmatch(r"/?sql/1\.0/warehouses/([^/]+)/?", http_path)):
+        raise RuntimeError(f"DATABRICKS_HTTP_PATH={http_path!r}: expected a SQL warehouse's HTTP path, "
+                           "/sql/1.0/warehouses/<id> (the Statement Execution API needs a warehouse, not a cluster)")
+    return match.group(1)
+
+
 def prod_resources() -> dict:
     # The cloud clients load only here: importing them costs seconds a local start-up need not pay.
     from dagster_aws.s3 import S3Resource
@@ -127,7 +144,7 @@ def prod_resources() -> dict:
             pipeline_id=env["ECOMM_DLT_PIPELINE_ID"],
             catalog=lakehouse_catalog(),
             # /sql/1.0/warehouses/<id>, the warehouse dbt-databricks uses too
-            warehouse_id=env["DATABRICKS_HTTP_PATH"].rstrip("/").rsplit("/", 1)[-1],
+            warehouse_id=_warehouse_id(env["DATABRICKS_HTTP_PATH"]),
             landing_root=landing_zone.extracts_root,
         ),
         "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, target="prod"),
@@ -138,7 +155,8 @@ def prod_resources() -> dict:
 
 def alerting() -> Alerting:
     """The alert log under ECOMM_HOME always; Slack when ECOMM_SLACK_TOKEN is set, email when
-    ECOMM_SMTP_HOST is; links to ECOMM_DAGSTER_URL."""
+    ECOMM_SMTP_HOST is (TLS as ECOMM_SMTP_SECURITY says, trusting ECOMM_SMTP_CA_FILE's CAs when set);
+    links to ECOMM_DAGSTER_URL."""
     channels = {}
     if os.getenv("ECOMM_SLACK_TOKEN"):
         channels.update(slack_token=dg.EnvVar("ECOMM_SLACK_TOKEN"),
@@ -150,6 +168,14 @@ def alerting() -> Alerting:
         channels.update(smtp_host=os.environ["ECOMM_SMTP_HOST"], smtp_port=int(os.getenv("ECOMM_SMTP_PORT", "587")),
                         email_from=email["ECOMM_ALERT_EMAIL_FROM"],
                         email_to=[a.strip() for a in email["ECOMM_ALERT_EMAIL_TO"].split(",")])
+        if security := os.getenv("ECOMM_SMTP_SECURITY"):
+            if security not in SMTP_SECURITIES:
+                raise ValueError(f"ECOMM_SMTP_SECURITY={security!r}: expected one of {', '.join(SMTP_SECURITIES)}")
+            channels["smtp_security"] = security
+        if ca_file := os.getenv("ECOMM_SMTP_CA_FILE"):
+            if not Path(ca_file).is_file():
+                raise ValueError(f"ECOMM_SMTP_CA_FILE={ca_file!r}: no such file")
+            channels["smtp_ca_file"] = ca_file
         if os.getenv("ECOMM_SMTP_USER"):
             channels.update(smtp_user=os.environ["ECOMM_SMTP_USER"], smtp_password=dg.EnvVar("ECOMM_SMTP_PASSWORD"))
     return Alerting(dagster_url=os.getenv("ECOMM_DAGSTER_URL", "http://127.0.0.1:3000"),
@@ -175,8 +201,11 @@ def tableau_workspace():
 
 
 def tableau_state_path() -> Path:
-    """Where the Tableau workspace content is cached (ECOMM_TABLEAU_STATE)."""
-    return Path(os.getenv("ECOMM_TABLEAU_STATE", ecomm_home() / "tableau_workspace.json"))
+    """Where the Tableau workspace content is cached: ECOMM_TABLEAU_STATE, else
+    ``<ECOMM_HOME>/tableau_workspace.json``."""
+    if os.getenv("ECOMM_TABLEAU_STATE"):
+        return Path(os.environ["ECOMM_TABLEAU_STATE"])
+    return ecomm_home() / "tableau_workspace.json"
 
 
 def ops_metrics_store() -> OpsMetricsStore:

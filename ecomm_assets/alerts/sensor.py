@@ -53,6 +53,10 @@ class Alerting(dg.ConfigurableResource):
     smtp_port: int = 587
     smtp_user: str | None = None
     smtp_password: str | None = None
+    smtp_security: str | None = Field(default=None, description="starttls, ssl or none; by default ssl on port 465, "
+                                      "else starttls (see ecomm_assets/alerts/smtp.py)")
+    smtp_ca_file: str | None = Field(default=None, description="PEM file of the CAs to trust for the SMTP server, "
+                                     "instead of the system's")
     email_from: str | None = None
     email_to: list[str] = []
 
@@ -67,7 +71,7 @@ class Alerting(dg.ConfigurableResource):
             channels["slack"] = SlackChannel(self.slack_token, self.slack_channel, self.slack_base_url)
         if self.smtp_host:
             channels["email"] = EmailChannel(self.smtp_host, self.smtp_port, self.email_from, self.email_to,
-                                             self.smtp_user, self.smtp_password)
+                                             self.smtp_user, self.smtp_password, self.smtp_security, self.smtp_ca_file)
         return channels
 
 
