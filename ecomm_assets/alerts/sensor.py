@@ -198,14 +198,16 @@ def failure_alerts(context: dg.SensorEvaluationContext, alerting: Alerting) -> d
     since = time.time() - FIRST_LOOK_BACK_SECONDS
     for name in channels:
         places.setdefault(name, {"after": None, "sent": []})
-    known = [place["after"] for place in places.values() if place["after"] is not None]
+    # from where the channel furthest behind stands: one without a place yet starts at ``since``
+    afters = [place["after"] for place in places.values()]
+    start = None if None in afters else min(afters)
     down, sent, started = {}, 0, time.monotonic()
 
     def spent() -> bool:
         return sent >= SENDS_PER_TICK or time.monotonic() - started >= SECONDS_PER_TICK
 
     try:
-        for run_end in run_end_events(context.instance, min(known) if known else None, since):
+        for run_end in run_end_events(context.instance, start, since):
             if spent():
                 break
             alerts = None
