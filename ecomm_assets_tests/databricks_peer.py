@@ -1,7 +1,7 @@
 """A loopback peer for databricks-sdk: a small HTTP server speaking the Pipelines API of one
-workspace that holds one pipeline, the SQL Statement Execution API of one warehouse, and the
-workspace's OAuth endpoints (machine-to-machine: client credentials for a bearer token). It records
-every request so tests assert on the wire."""
+workspace that holds one pipeline (its spec, updates, validate-only updates, events), the SQL
+Statement Execution API of one warehouse, and the workspace's OAuth endpoints (machine-to-machine:
+client credentials for a bearer token). It records every request so tests assert on the wire."""
 
 import base64
 import json
@@ -30,6 +30,7 @@ BUSY_ANSWERS = {
                             "message": "Pipeline '{pipeline}' is in state RUNNING: an update is in progress."}),
 }
 FINAL = {"COMPLETED", "FAILED", "CANCELED"}
+LIST_UPDATES_PAGE = 25  # ListUpdates answers the 25 most recent updates, the newest first
 PAGE_CAP = 4  # the server returns fewer events than max_results, as the API may
 
 
@@ -65,6 +66,22 @@ def data_quality(dataset: str, dropped: int, *checks: tuple[str, int, int]) -> d
     return {"dropped_records": dropped, "expectations": [
         {"name": name, "dataset": dataset, "passed_records": passed, "failed_records": failed}
         for name, passed, failed in checks]}
+
+
+def analysis_failure(update_id: str, errors: list[tuple[str, str]]) -> list[dict]:
+    """What an update, validate-only or not, logs when the pipeline's code does not resolve: an
+    ERROR event per flow that fails analysis, then the update's own failure."""
+    failed = [{**event(update_id, "flow_progress", "ERROR", f"Failed to resolve flow: '{dataset}'.",
+                       origin={"flow_name": dataset, "dataset_name": dataset},
+                       details={"flow_progress": {"status": "FAILED"}}),
+               "error": {"fatal": True, "exceptions": [
+                   {"class_name": "org.apache.spark.sql.catalyst.ExtendedAnalysisException", "message": message}]}}
+              for dataset, message in errors]
+    return failed + [{**event(update_id, "update_progress", "ERROR", f"Update {update_id[:6]} is FAILED.",
+                              details={"update_progress": {"state": "FAILED"}}),
+                      "error": {"fatal": True, "exceptions": [
+                          {"class_name": "com.databricks.pipelines.common.errors.DLTAnalysisException",
+                           "message": "Failed to resolve flows in the pipeline."}]}}]
 
 
 class Update:
@@ -107,6 +124,13 @@ class PipelinesServer:
         self.events_carry_data_quality = True
         self.oauth_tokens: set[str] = set()  # bearer tokens issued to CLIENT_ID
         self.refuse_start: tuple[int, dict] | None = None  # an error answer to every start
+        # The deployed pipeline's configuration (the bundle's, landing_root set at deploy).
+        self.configuration = {"landing_root": LANDING_ROOT, "spark.sql.session.timeZone": "UTC"}
+        # What analysis of the deployed code finds, (dataset, message) each: a validate-only update
+        # fails with them, and so does every update, before any flow runs.
+        self.analysis_errors: list[tuple[str, str]] = []
+        # Start requests (bodies) accepted once each, whose answer is then lost: the connection drops.
+        self.lose_answer_to: list[dict] = []
         self._lock = threading.Lock()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.host = f"http://127.0.0.1:{self._http.server_address[1]}"
@@ -146,7 +170,13 @@ class PipelinesServer:
             status, answer = BUSY_ANSWERS[self.busy_answer]
             return status, {**answer, "message": answer["message"].format(pipeline=PIPELINE_ID,
                                                                           update=active.update_id)}
-        update = self.queued.pop(0)
+        if self.analysis_errors:
+            update = Update(["INITIALIZING", "FAILED"], lambda update_id: analysis_failure(update_id,
+                                                                                          self.analysis_errors))
+        elif body.get("validate_only"):
+            update = Update(["INITIALIZING", "COMPLETED"])
+        else:
+            update = self.queued.pop(0)
         update.creation_time, update.request = int(time.time() * 1000), body
         # as Databricks does: no (or an empty) selection is an update of the whole pipeline
         update.whole_pipeline = not (body.get("refresh_selection") or body.get("full_refresh_selection"))
@@ -157,15 +187,26 @@ class PipelinesServer:
 
     def get_update(self, update_id: str) -> tuple[int, dict]:
         update = self.updates[update_id]
-        return 200, {"update": {"pipeline_id": PIPELINE_ID, "update_id": update_id,
-                                "state": update.report(), "creation_time": update.creation_time,
-                                "cause": "API_CALL", **update.request}}
+        return 200, {"update": {**self._update_info(update), "config": self._spec()}}
+
+    def list_updates(self) -> tuple[int, dict]:
+        """The most recent updates, the newest first, without their config."""
+        newest = sorted(self.updates.values(), key=lambda u: -u.creation_time)[:LIST_UPDATES_PAGE]
+        return 200, {"updates": [self._update_info(u) for u in newest]}
+
+    def _update_info(self, update: Update) -> dict:
+        return {"pipeline_id": PIPELINE_ID, "update_id": update.update_id, "state": update.report(),
+                "creation_time": update.creation_time, "cause": "API_CALL", **update.request}
+
+    def _spec(self) -> dict:
+        return {"id": PIPELINE_ID, "name": "batch_ecomm_pipeline", "catalog": "ecomm_dw", "schema": "bronze",
+                "serverless": True, "continuous": False, "channel": "CURRENT", "configuration": self.configuration}
 
     def get_pipeline(self) -> tuple[int, dict]:
         latest = [{"update_id": u.update_id, "state": u.report(), "creation_time": iso(u.creation_time)}
                   for u in sorted(self.updates.values(), key=lambda u: -u.creation_time)]
         busy = any(u["state"] not in FINAL for u in latest)
-        return 200, {"pipeline_id": PIPELINE_ID, "name": "batch_ecomm_pipeline",
+        return 200, {"pipeline_id": PIPELINE_ID, "name": "batch_ecomm_pipeline", "spec": self._spec(),
                      "state": "RUNNING" if busy else "IDLE", "latest_updates": latest}
 
     def stop(self) -> tuple[int, dict]:
@@ -247,6 +288,8 @@ class PipelinesServer:
                          "authorization_endpoint": f"{self.host}/oidc/v1/authorize"}
         if method == "POST" and path == f"{base}/updates":
             return self.start_update(body)
+        if method == "GET" and path == f"{base}/updates":
+            return self.list_updates()
         if method == "GET" and (m := re.fullmatch(rf"{base}/updates/([\w-]+)", path)):
             return self.get_update(m[1])
         if method == "GET" and path == base:
@@ -284,6 +327,13 @@ class PipelinesServer:
                         status, answer = server.issue_token(authorization, body)
                     else:
                         status, answer = server._route(self.command, url.path, query, body)
+                    lost = (status == 200 and self.command == "POST" and body in server.lose_answer_to
+                            and url.path == f"/api/2.0/pipelines/{PIPELINE_ID}/updates")
+                    if lost:
+                        server.lose_answer_to.remove(body)
+                if lost:  # the update exists; the connection drops before its answer is sent
+                    self.close_connection = True
+                    return
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

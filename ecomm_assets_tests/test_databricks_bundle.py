@@ -15,6 +15,8 @@ import yaml
 
 from ecomm_assets import REPO_ROOT
 from ecomm_assets.definitions import defs
+from ecomm_assets.extract.landing_zone import EXTRACTS_PREFIX
+from ecomm_assets.lakehouse.databricks_engine import LANDING_ROOT_SETTING
 from ecomm_assets.lakehouse.pipeline_sql import pipeline_files, pipeline_settings, pipeline_tables
 
 BUNDLE_DIR = REPO_ROOT / "dlt_notebooks"
@@ -65,6 +67,20 @@ def test_the_pipeline_is_given_every_setting_its_sql_reads():
     assert "landing_root" in read
     assert read <= set(PIPELINE["configuration"])
     assert PIPELINE["continuous"] is False
+
+
+def test_the_deploy_gives_the_pipeline_the_landing_root_dagster_checks_and_validates_it():
+    """The bundle variable reaches the configuration key the engine compares with the landing zone
+    it writes; the documented value has the S3 landing zone's layout; the deploy validates the
+    bundle first and the deployed pipeline after."""
+    assert PIPELINE["configuration"][LANDING_ROOT_SETTING] == "${var.landing_root}"
+    deploy = (BUNDLE_DIR / "README.md").read_text()
+    assert re.findall(r"^export BUNDLE_VAR_landing_root=(\S+)", deploy, re.M) == [f"s3://<bucket>/{EXTRACTS_PREFIX}"]
+    commands = [" ".join(line.split("#")[0].split()) for line in deploy.splitlines()
+                if line.startswith("databricks bundle ")]
+    assert commands[:3] == ["databricks bundle validate -t prod", "databricks bundle deploy -t prod",
+                            "databricks bundle run -t prod --validate-only batch_ecomm_pipeline"]
+    assert any("batch_ecomm_pipeline" in resources.get("pipelines", {}) for resources in RESOURCES.values())
 
 
 def test_the_pipeline_publishes_its_event_log_to_the_catalog():

@@ -6,6 +6,7 @@ which body, which token.
 """
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -70,6 +71,16 @@ def selected(*names: str):
     return [PIPELINE[name] for name in names]
 
 
+def data_starts(server: PipelinesServer) -> list[dict]:
+    """The starts of updates that refresh tables (not validate-only)."""
+    return [r for r in server.calls("POST", rf"/api/2.0/pipelines/{PIPELINE_ID}/updates")
+            if not r["body"].get("validate_only")]
+
+
+def data_updates(server: PipelinesServer) -> list[Update]:
+    return [u for u in server.updates.values() if not u.request.get("validate_only")]
+
+
 def successful_update(update_id: str) -> list[dict]:
     """What an update of bronze.orders, silver.orders and silver.order_items logs. Dataset
     names come fully qualified, backticked or bare, to show the engine maps each of them."""
@@ -127,10 +138,12 @@ def test_refresh_runs_one_update_of_the_selection_and_reads_its_metrics(server, 
                                                  ExpectationResult("valid_quantity", 1186, 0))),
     ]
     assert "expectations ['not_declared_here'] that dlt_notebooks/ does not declare" in caplog.text
-    [start] = server.calls("POST", rf"/api/2.0/pipelines/{PIPELINE_ID}/updates")
+    validate, start = server.calls("POST", rf"/api/2.0/pipelines/{PIPELINE_ID}/updates")
+    assert validate["body"] == {"validate_only": True}
     assert start["body"] == {"refresh_selection": [
         "ecomm_dw.bronze.orders", "ecomm_dw.silver.orders", "ecomm_dw.silver.order_items"]}
-    assert len(server.calls("GET", rf"/api/2.0/pipelines/{PIPELINE_ID}/updates/[\w-]+")) == 4
+    [update] = data_updates(server)
+    assert len(server.calls("GET", rf"/api/2.0/pipelines/{PIPELINE_ID}/updates/{update.update_id}")) == 4
     first, *more = server.calls("GET", rf"/api/2.0/pipelines/{PIPELINE_ID}/events")
     assert first["query"]["filter"].startswith("timestamp >= '")
     assert more and all(set(r["query"]) == {"page_token", "max_results"} for r in more)
@@ -171,7 +184,7 @@ def test_full_refresh_resets_the_selected_tables_only(server):
 
     server.engine().refresh(selected("bronze.orders"), [], log, full_refresh=True)
 
-    [start] = server.calls("POST", rf"/api/2.0/pipelines/{PIPELINE_ID}/updates")
+    [start] = data_starts(server)
     assert start["body"] == {"full_refresh_selection": ["ecomm_dw.bronze.orders"]}
 
 
@@ -184,7 +197,7 @@ def test_no_update_is_started_for_an_empty_selection(server):
 
     assert server.requests == []
     server.engine().refresh(selected("bronze.orders"), ["2026-03-04"], log)
-    [update] = server.updates.values()
+    [update] = data_updates(server)
     assert not update.whole_pipeline
 
 
@@ -237,15 +250,16 @@ def test_an_update_started_by_someone_else_meanwhile_is_waited_for_whatever_the_
     """The pipeline is idle when its state is read, busy when our start arrives: each form of the
     API's answer to that start sends the engine back to waiting."""
     server.busy_answer = busy_answer
-    other = server.add_running_update(["COMPLETED", "RUNNING", "RUNNING", "COMPLETED"])
+    # read as COMPLETED by the landing check and the idle check, RUNNING when our start arrives
+    other = server.add_running_update(["COMPLETED", "COMPLETED", "RUNNING", "RUNNING", "COMPLETED"])
     server.queued.append(Update(["RUNNING", "COMPLETED"], successful_update))
 
     with caplog.at_level(logging.INFO):
         [update] = server.engine().refresh(selected("bronze.orders"), ["2026-03-05"], log)
 
     assert update == TableUpdate("bronze.orders", 425)
-    first, second = server.calls("POST", r".*/updates")
-    assert first["body"] == second["body"] == {"refresh_selection": ["ecomm_dw.bronze.orders"]}
+    assert [r["body"] for r in server.calls("POST", r".*/updates")] == [
+        {"validate_only": True}, {"validate_only": True}, {"refresh_selection": ["ecomm_dw.bronze.orders"]}]
     assert other.state == "COMPLETED" and not server.calls("POST", r".*/stop")
     assert "became busy before our update started" in caplog.text
 
@@ -258,6 +272,78 @@ def test_a_start_refused_while_the_pipeline_is_idle_raises_at_once(server):
         server.engine().refresh(selected("bronze.orders"), ["2026-03-05"], log)
 
     assert len(server.calls("POST", r".*/updates")) == 1
+
+
+@pytest.mark.parametrize("deployed", [
+    "s3://ecomm-landing-old/ecomm_db_extracts/daily_extracts",  # deployed with another bucket
+    "s3://ecomm-landing/ecomm_db_extracts",  # without the daily_extracts folder
+    None,  # deployed without the setting
+])
+def test_a_pipeline_reading_another_landing_root_is_refused_before_any_update(server, deployed):
+    """The bundle's landing_root and ECOMM_LANDING_BUCKET are set apart: the run stops on the
+    pipeline's own configuration, naming both values, and starts nothing."""
+    server.configuration = {k: v for k, v in server.configuration.items() if k != "landing_root"}
+    if deployed:
+        server.configuration["landing_root"] = deployed
+    server.queued.append(Update(["RUNNING", "COMPLETED"], successful_update))
+
+    with pytest.raises(ValueError) as refused:
+        server.engine().refresh(selected("bronze.orders"), ["2026-03-05"], log)
+
+    assert repr(deployed) in str(refused.value) and repr(LANDING_ROOT) in str(refused.value)
+    assert [(r["method"], r["path"]) for r in server.requests if r["path"].startswith("/api/")] == [
+        ("GET", f"/api/2.0/pipelines/{PIPELINE_ID}")]
+
+
+def test_the_landing_root_is_compared_without_a_trailing_slash(server):
+    server.configuration["landing_root"] = LANDING_ROOT + "/"
+    server.queued.append(Update(["RUNNING", "COMPLETED"], successful_update))
+
+    [update] = server.engine().refresh(selected("bronze.orders"), ["2026-03-05"], log)
+
+    assert update == TableUpdate("bronze.orders", 425)
+
+
+def test_code_that_does_not_validate_fails_the_run_before_any_data_update(server):
+    """The deployed SQL reads a table that does not exist: the validate-only update fails with the
+    analysis errors the pipeline logs, and no update of the tables is started."""
+    cause = ("[TABLE_OR_VIEW_NOT_FOUND] The table or view `ecomm_dw`.`silver`.`ordres` cannot be found. "
+             "Verify the spelling and correctness of the schema and catalog.")
+    server.analysis_errors = [("ecomm_dw.silver.fact_orders", cause)]
+    server.queued.append(Update(["RUNNING", "COMPLETED"], successful_update))
+
+    with pytest.raises(RuntimeError) as failure:
+        server.engine().refresh(selected("silver.fact_orders"), ["2026-03-05"], log)
+
+    message = str(failure.value)
+    assert "does not validate, no data update was started" in message
+    assert cause in message and "Failed to resolve flow: 'ecomm_dw.silver.fact_orders'." in message
+    [validation] = server.updates.values()
+    assert validation.request == {"validate_only": True} and validation.state == "FAILED"
+    assert not data_starts(server) and server.queued  # the data update was never asked for
+    assert server.calls("GET", rf"/api/2.0/pipelines/{PIPELINE_ID}/events")
+
+
+@pytest.mark.parametrize("lost", [{"validate_only": True}, {"refresh_selection": ["ecomm_dw.bronze.orders"]}],
+                         ids=["validation", "data update"])
+def test_a_start_whose_answer_is_lost_is_followed_not_started_twice(server, lost, caplog):
+    """Databricks creates the update, then the connection drops before its answer: databricks-sdk
+    sends the POST again, which is refused (our own update is active). The engine finds its update
+    among the pipeline's and follows it: one update of each kind, never two."""
+    server.lose_answer_to = [lost]
+    server.queued.append(Update(["RUNNING", "RUNNING", "COMPLETED"], successful_update))
+
+    with caplog.at_level(logging.INFO):
+        [update] = server.engine().refresh(selected("bronze.orders"), ["2026-03-05"], log)
+
+    assert update == TableUpdate("bronze.orders", 425)
+    posts = [r["body"] for r in server.calls("POST", rf"/api/2.0/pipelines/{PIPELINE_ID}/updates")]
+    assert posts.count(lost) == 2 and len(posts) == 3  # the SDK sent the lost one again
+    assert sorted(json.dumps(u.request) for u in server.updates.values()) == sorted(
+        json.dumps(r) for r in [{"validate_only": True}, {"refresh_selection": ["ecomm_dw.bronze.orders"]}])
+    [ours] = [u for u in server.updates.values() if u.request == lost]
+    assert f"Update {ours.update_id} of pipeline {PIPELINE_ID} runs {lost}" in caplog.text
+    assert not server.lose_answer_to and not server.calls("POST", r".*/stop")
 
 
 def test_expectations_the_events_leave_out_are_reported_as_unknown_not_as_passed(server, caplog):
@@ -295,7 +381,7 @@ def test_the_catalog_is_the_deployments(server):
 
     server.engine(catalog="ecomm_dw_dev").refresh(selected("bronze.orders"), ["2026-03-05"], log)
 
-    [start] = server.calls("POST", r".*/updates")
+    [start] = data_starts(server)
     assert start["body"] == {"refresh_selection": ["ecomm_dw_dev.bronze.orders"]}
     assert statements and all("FROM ecomm_dw_dev.bronze.orders" in s for s in statements)
     [execute, *_] = server.calls("POST", "/api/2.0/sql/statements")
@@ -322,7 +408,7 @@ def test_an_update_that_outlives_the_timeout_is_stopped(server):
     assert time.monotonic() - started < 5
     [stop] = server.calls("POST", rf"/api/2.0/pipelines/{PIPELINE_ID}/stop")
     assert stop["headers"]["Authorization"] == f"Bearer {TOKEN}"
-    [update] = server.updates.values()
+    [update] = data_updates(server)
     assert update.state == "CANCELED"
 
 
@@ -332,14 +418,14 @@ def test_an_update_that_outlives_the_timeout_is_stopped(server):
 ])
 def test_a_terminated_run_stops_its_update(server, interrupts, raised, request):
     """The run is terminated while the update is polled: a real SIGINT reaches the main thread,
-    as it does when Dagster terminates a run worker. It is sent after every poll from the second
-    on (a signal that lands while the answer is read may be absorbed on the way); once it is
-    taken, the engine polls no more."""
+    as it does when Dagster terminates a run worker. It is sent after every poll of the data
+    update from the second on (a signal that lands while the answer is read may be absorbed on
+    the way); once it is taken, the engine polls no more."""
     server.queued.append(Update(["RUNNING"]))
     polls = []
 
     def interrupt_from_second_poll():
-        polls.append(1)
+        polls.extend(data_updates(server)[:1])
         if len(polls) >= 2:
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
@@ -353,8 +439,8 @@ def test_a_terminated_run_stops_its_update(server, interrupts, raised, request):
         server.engine(poll_interval_seconds=0.05).refresh(selected("gold.sales_analytics"), [], log)
 
     [stop] = server.calls("POST", rf"/api/2.0/pipelines/{PIPELINE_ID}/stop")
-    assert server.requests.index(stop) > server.requests.index(server.calls("POST", r".*/updates")[0])
-    [update] = server.updates.values()
+    assert server.requests.index(stop) > server.requests.index(data_starts(server)[0])
+    [update] = data_updates(server)
     assert update.state == "CANCELED"
 
 

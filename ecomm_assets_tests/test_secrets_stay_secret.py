@@ -31,14 +31,15 @@ SELECTION = [dg.AssetKey(["landing", "orders"]), dg.AssetKey(["bronze", "orders"
 
 
 @pytest.fixture
-def prod_env(shop, s3_endpoint, monkeypatch, request):
+def prod_env(shop, s3_endpoint, monkeypatch, request, tmp_path):
     """The production variables, Databricks signed in with a token or, given "oauth", as a service
     principal (OAuth machine-to-machine)."""
     databricks_credentials = ({"DATABRICKS_CLIENT_ID": CLIENT_ID, "DATABRICKS_CLIENT_SECRET": CLIENT_SECRET}
                               if getattr(request, "param", "token") == "oauth" else {"DATABRICKS_TOKEN": TOKEN})
     with PipelinesServer() as databricks:
         for name, value in {
-            "ECOMM_ENV": "prod", "ECOMM_PG_HOST": "127.0.0.1", "ECOMM_PG_PORT": str(shop.port),
+            "ECOMM_ENV": "prod", "ECOMM_HOME": str(tmp_path / "ecomm_home"),
+            "ECOMM_PG_HOST": "127.0.0.1", "ECOMM_PG_PORT": str(shop.port),
             "ECOMM_PG_USER": shop.user, "ECOMM_PG_PASSWORD": PG_PASSWORD, "ECOMM_PG_SSLMODE": "disable",
             "ECOMM_LANDING_BUCKET": "landing-secrets-test", "ECOMM_S3_ENDPOINT_URL": s3_endpoint,
             "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIATESTKEY", "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
@@ -51,6 +52,7 @@ def prod_env(shop, s3_endpoint, monkeypatch, request):
         resources = environment.resources()
         resources["lakehouse"] = resources["lakehouse"].model_copy(update={"poll_interval_seconds": 0.05})
         resources["landing_zone"].s3.get_client().create_bucket(Bucket="landing-secrets-test")
+        databricks.configuration["landing_root"] = resources["landing_zone"].extracts_root  # deployed for that bucket
         yield resources, databricks
 
 
@@ -129,6 +131,31 @@ def test_a_production_code_location_names_every_missing_variable_when_it_loads(p
         monkeypatch.delenv(name)
 
     with pytest.raises(RuntimeError, match=re.escape(named)):
+        environment.resources()
+
+
+@pytest.mark.parametrize("home, error", [
+    (None, "These environment variables must be set: ECOMM_HOME"),
+    (".ecomm_home", "ECOMM_HOME='.ecomm_home': in production it must be an absolute path"),
+])
+def test_a_production_code_location_keeps_its_files_only_where_ecomm_home_says(prod_env, monkeypatch, home, error):
+    assert environment.resources()["alerting"].alert_log == f"{environment.ecomm_home()}/alerts.jsonl"
+    assert environment.tableau_state_path() == environment.ecomm_home() / "tableau_workspace.json"
+    if home is None:
+        monkeypatch.delenv("ECOMM_HOME")
+    else:
+        monkeypatch.setenv("ECOMM_HOME", home)
+
+    with pytest.raises(RuntimeError, match=re.escape(error)):
+        environment.resources()
+
+
+def test_a_databricks_http_path_that_is_no_sql_warehouse_stops_the_load(prod_env, monkeypatch):
+    monkeypatch.setenv("DATABRICKS_HTTP_PATH", "sql/protocolv1/o/1234567890123456/0123-456789-abcdefgh")
+
+    with pytest.raises(RuntimeError, match=re.escape(
+            "DATABRICKS_HTTP_PATH='sql/protocolv1/o/1234567890123456/0123-456789-abcdefgh': expected a SQL "
+            "warehouse's HTTP path, /sql/1.0/warehouses/<id>")):
         environment.resources()
 
 

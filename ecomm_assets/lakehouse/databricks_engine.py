@@ -1,8 +1,10 @@
 """The production lakehouse: the Databricks DLT pipeline ``batch_ecomm_pipeline``, driven
 through databricks-sdk.
 
-A refresh starts one pipeline update for the selected tables, polls it to a final state, then
-reads the update's events for the rows written and each expectation's passed and failed records.
+A refresh first checks that the pipeline reads the landing zone we write (its ``landing_root``
+setting) and that its deployed code validates (a validate-only update), then starts one pipeline
+update for the selected tables, polls it to a final state, then reads the update's events for the
+rows written and each expectation's passed and failed records.
 The SDK's ``PipelineEvent`` model drops the ``details`` field that carries those metrics, so the
 events endpoint is called through ``api_client.do``. The endpoint may leave events out; an
 expectation it reports nothing for is returned as unreported, never as zero failures. For the
@@ -23,15 +25,18 @@ import dagster as dg
 from dagster._core.errors import DagsterExecutionInterruptedError
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import DatabricksError
-from databricks.sdk.service.pipelines import UpdateInfo
+from databricks.sdk.service.pipelines import UpdateInfo, UpdateInfoCause
 from databricks.sdk.service.sql import StatementResponse, StatementState
 
 from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate
-from ecomm_assets.lakehouse.pipeline_sql import SOURCE_FILE, PipelineTable
+from ecomm_assets.lakehouse.pipeline_sql import LANDING_ROOT, SOURCE_FILE, PipelineTable
 
 _FINAL_STATES = {"COMPLETED", "FAILED", "CANCELED"}
 _EVENTS_PAGE_SIZE = 250  # the endpoint takes up to 1000 and may return fewer
 _SAMPLE_SIZE = 5
+# The pipeline's configuration key the SQL reads as ${landing_root}.
+LANDING_ROOT_SETTING = LANDING_ROOT.removeprefix("${").removesuffix("}")
+_VALIDATE = {"validate_only": True}  # a validate-only update of the whole pipeline
 
 
 class DatabricksLakehouse(LakehouseEngine):
@@ -62,13 +67,17 @@ class DatabricksLakehouse(LakehouseEngine):
         ``ingestion_dates`` are not sent: Auto Loader in the Bronze streaming tables picks up every
         landed file it has not read yet. ``full_refresh`` resets and recomputes the selected tables
         only (``full_refresh_selection``); the API's ``full_refresh`` flag would reset the whole
-        graph. If another update is running, this one starts when it has finished.
+        graph. If another update is running, this one starts when it has finished. Before it, the
+        pipeline's ``landing_root`` must be ours and a validate-only update of the whole pipeline
+        must complete: one short update more per refresh (it materializes nothing), so that an
+        error in the deployed code is named before any table is touched.
         """
         if not tables:
             raise ValueError(f"No table of pipeline {self.pipeline_id} selected: an empty refresh_selection "
                              "would update the whole pipeline; nothing was started.")
         deadline = time.monotonic() + self.timeout_seconds
         workspace = self._workspace_client
+        self._check_landing_root(workspace)
         # refresh_selection takes table names; the API reference says no more than "a list of
         # tables". Databricks' own tools select by the dataset names of the event log, and with
         # several schemas in one Unity Catalog pipeline a bare name can be ambiguous: users who hit
@@ -77,20 +86,21 @@ class DatabricksLakehouse(LakehouseEngine):
         if ingestion_dates and not full_refresh:
             log.info(f"Ingestion dates {list(ingestion_dates)} are not sent: Auto Loader reads every landed file it "
                      "has not read yet, theirs included once the extract wrote them.")
-        update_id = self._start(workspace, selection, full_refresh, deadline, log)
-        try:
-            update = self._wait_for(workspace, update_id, deadline, log)
-        except (DagsterExecutionInterruptedError, KeyboardInterrupt):
-            log.warning(f"Run interrupted: stopping update {update_id} of pipeline {self.pipeline_id}.")
-            workspace.pipelines.stop(self.pipeline_id)
-            raise
+        validation = self._run(workspace, _VALIDATE, deadline, log)
+        if validation.state.value != "COMPLETED":
+            raise RuntimeError(
+                f"Validation update {validation.update_id} of pipeline {self.pipeline_id} is "
+                f"{validation.state.value}: the deployed code does not validate, no data update was started.\n"
+                f"{_error_messages(self._events(workspace, validation))}")
+        update = self._run(workspace, {"full_refresh_selection" if full_refresh else "refresh_selection": selection},
+                           deadline, log)
         events = self._events(workspace, update)
         if update.state.value == "FAILED":
             raise RuntimeError(
-                f"Update {update_id} of pipeline {self.pipeline_id} failed:\n{_error_messages(events)}"
+                f"Update {update.update_id} of pipeline {self.pipeline_id} failed:\n{_error_messages(events)}"
             )
         if update.state.value == "CANCELED":
-            raise RuntimeError(f"Update {update_id} of pipeline {self.pipeline_id} was canceled.")
+            raise RuntimeError(f"Update {update.update_id} of pipeline {self.pipeline_id} was canceled.")
         updates = []
         for table, table_update in zip(tables, _table_updates(tables, events, log), strict=True):
             if table.read_files:
@@ -152,26 +162,72 @@ class DatabricksLakehouse(LakehouseEngine):
             raise RuntimeError(f"Statement on warehouse {self.warehouse_id} failed: {error}\n{statement}")
         return _all_rows(workspace, response)
 
-    def _start(self, workspace: WorkspaceClient, selection: list[str], full_refresh: bool,
-               deadline: float, log: dg.DagsterLogManager) -> str:
-        """Start the update once the pipeline is idle.
+    def _check_landing_root(self, workspace: WorkspaceClient) -> None:
+        """Refuse to run when the pipeline reads another landing zone than the one we write: every
+        row count would then differ from the manifests."""
+        configuration = workspace.pipelines.get(self.pipeline_id).spec.configuration or {}
+        deployed = configuration.get(LANDING_ROOT_SETTING)
+        if (deployed or "").rstrip("/") != self.landing_root.rstrip("/"):
+            raise ValueError(
+                f"Pipeline {self.pipeline_id} reads {LANDING_ROOT_SETTING} = {deployed!r} (its configuration, the "
+                f"bundle variable landing_root) but the extract lands in {self.landing_root!r} (ECOMM_LANDING_BUCKET): "
+                "redeploy the bundle with landing_root set to the latter, or fix ECOMM_LANDING_BUCKET. "
+                "No update was started.")
+
+    def _run(self, workspace: WorkspaceClient, request: dict, deadline: float,
+             log: dg.DagsterLogManager) -> UpdateInfo:
+        """Start an update of ``request`` and poll it to a final state; stop it if the run is
+        interrupted."""
+        update_id = self._start(workspace, request, deadline, log)
+        try:
+            return self._wait_for(workspace, update_id, deadline, log)
+        except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+            log.warning(f"Run interrupted: stopping update {update_id} of pipeline {self.pipeline_id}.")
+            workspace.pipelines.stop(self.pipeline_id)
+            raise
+
+    def _start(self, workspace: WorkspaceClient, request: dict, deadline: float,
+               log: dg.DagsterLogManager) -> str:
+        """Start an update of ``request`` once the pipeline is idle, at most once.
 
         Whether the pipeline is busy is read from its state (its latest updates), not from the
         error a start returns: the API answers a start on a busy pipeline with 409
         RESOURCE_CONFLICT or 400 INVALID_STATE, with messages that have changed over time. A start
         that fails while the pipeline is idle raises that error.
+
+        The SDK sends a POST again when its connection broke: when the answer to our start was
+        lost, the update exists and the second POST is refused as busy. So after a refusal, before
+        waiting, this looks for an update of ``request`` newer than every update the pipeline held
+        before our first start, and follows it. Such an update, started by another run, would do
+        the same work: it started after our files landed.
         """
-        selected = {"full_refresh_selection" if full_refresh else "refresh_selection": selection}
+        known = None  # the pipeline's latest updates before our first start
         while True:
-            self._wait_until_idle(workspace, deadline, log)
+            if known is not None and (ours := self._started_since(workspace, request, known)):
+                log.info(f"Update {ours} of pipeline {self.pipeline_id} runs {request} (the answer to our start was "
+                         "lost, or another run asked the same): following it rather than starting another.")
+                return ours
+            latest = self._wait_until_idle(workspace, deadline, log)
+            if known is None:
+                known = latest
             try:
-                update_id = workspace.pipelines.start_update(self.pipeline_id, **selected).update_id
-                log.info(f"Started update {update_id} of pipeline {self.pipeline_id}: {selected}")
+                update_id = workspace.pipelines.start_update(self.pipeline_id, **request).update_id
+                log.info(f"Started update {update_id} of pipeline {self.pipeline_id}: {request}")
                 return update_id
             except DatabricksError as refused:
                 if not self._active_updates(workspace):
                     raise
                 log.info(f"Pipeline {self.pipeline_id} became busy before our update started: {refused}")
+
+    def _started_since(self, workspace: WorkspaceClient, request: dict, known: set[str]) -> str | None:
+        """The newest update of ``request`` started by an API call after the updates ``known``
+        (ListUpdates lists the newest first)."""
+        for update in workspace.pipelines.list_updates(self.pipeline_id).updates or []:
+            if update.update_id in known:
+                return None
+            if _is_request(update, request):
+                return update.update_id
+        return None
 
     def updates_in_progress(self) -> list[str]:
         return self._active_updates(self._workspace_client)
@@ -187,15 +243,22 @@ class DatabricksLakehouse(LakehouseEngine):
         return [(day, what, float(dbus)) for day, what, dbus in rows]
 
     def _active_updates(self, workspace: WorkspaceClient) -> list[str]:
+        return [update_id for update_id, state in self._latest_updates(workspace) if state not in _FINAL_STATES]
+
+    def _latest_updates(self, workspace: WorkspaceClient) -> list[tuple[str, str]]:
+        """(update id, state) of the pipeline's latest updates, the newest first."""
         latest = workspace.pipelines.get(self.pipeline_id).latest_updates or []
-        return [u.update_id for u in latest if u.state.value not in _FINAL_STATES]
+        return [(u.update_id, u.state.value) for u in latest]
 
     def _wait_until_idle(self, workspace: WorkspaceClient, deadline: float,
-                         log: dg.DagsterLogManager) -> None:
-        """Wait until none of the pipeline's latest updates is active. Another run's update is never
-        stopped: on timeout this raises and leaves it running."""
+                         log: dg.DagsterLogManager) -> set[str]:
+        """Wait until none of the pipeline's latest updates is active, and return their ids. Another
+        run's update is never stopped: on timeout this raises and leaves it running."""
         waiting_for = None
-        while active := self._active_updates(workspace):
+        while True:
+            latest = self._latest_updates(workspace)
+            if not (active := [update_id for update_id, state in latest if state not in _FINAL_STATES]):
+                break
             if active != waiting_for:
                 waiting_for = active
                 log.info(f"Pipeline {self.pipeline_id} is busy: waiting for update(s) {active} to finish.")
@@ -207,6 +270,7 @@ class DatabricksLakehouse(LakehouseEngine):
             self._sleep(deadline)
         if waiting_for:
             log.info(f"Pipeline {self.pipeline_id} is idle.")
+        return {update_id for update_id, _ in latest}
 
     def _wait_for(self, workspace: WorkspaceClient, update_id: str, deadline: float,
                   log: dg.DagsterLogManager) -> UpdateInfo:
@@ -249,6 +313,14 @@ class DatabricksLakehouse(LakehouseEngine):
             if not page.get("next_page_token"):
                 return sorted(events, key=lambda e: e.get("timestamp", ""))
             query = {"page_token": page["next_page_token"], "max_results": _EVENTS_PAGE_SIZE}
+
+
+def _is_request(update: UpdateInfo, request: dict) -> bool:
+    """Whether ``update`` was started by an API call asking what ``request`` asks."""
+    return (update.cause == UpdateInfoCause.API_CALL
+            and bool(update.validate_only) == request.get("validate_only", False)
+            and sorted(update.refresh_selection or []) == sorted(request.get("refresh_selection", []))
+            and sorted(update.full_refresh_selection or []) == sorted(request.get("full_refresh_selection", [])))
 
 
 def _all_rows(workspace: WorkspaceClient, response: StatementResponse) -> list[list[str]]:
