@@ -14,6 +14,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 export ECOMM_HOME ?= $(CURDIR)/.ecomm_home
 export DAGSTER_HOME ?= $(ECOMM_HOME)/dagster
+# the local Dagster instance's storage, in the embedded PostgreSQL (ecomm_assets/instance/local.yaml)
+export ECOMM_DAGSTER_PG_URL ?= postgresql+psycopg2://ecomm@127.0.0.1:$(or $(ECOMM_PG_PORT),54329)/dagster?sslmode=disable
 MANIFEST := dbt_project/target/manifest.json
 # the port of the Dagster UI (make dev); the alerts link to it
 PORT ?= 3000
@@ -49,11 +51,8 @@ instance:
 
 run: install manifest instance
 	@$(if $(DAYS),$(FIRST_DAY) $(PY) -m ecomm_assets.partitions $(DAYS))
-	@$(PY) -m ecomm_assets.local_stack up
-	@$(PY) -m ecomm_assets.local_stack seed
-	@$(FIRST_DAY) $(PY) -m ecomm_assets.local_stack replay
-	@$(FIRST_DAY) $(PY) -m ecomm_assets.local_stack build $(DAYS)
-	@$(PY) -m ecomm_assets.local_stack summary
+	@$(PY) -m ecomm_assets.local_stack up seed
+	@$(FIRST_DAY) $(PY) -m ecomm_assets.local_stack replay build $(DAYS) summary
 	@echo "\nBrowse the lineage, runs and checks: make dev, then open http://127.0.0.1:$(PORT)"
 
 # Ctrl-C stops the UI: dagster dev shuts down, and the recipe ends as a success, so make

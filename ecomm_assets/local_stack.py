@@ -1,4 +1,4 @@
-"""Command line for the local stack: ``python -m ecomm_assets.local_stack <command>``.
+"""Command line for the local stack: ``python -m ecomm_assets.local_stack <command> [<command> ...]``.
 
   up               start the embedded PostgreSQL (ecomm-db) under ECOMM_HOME
   seed [DAYS]      fill the source tables with the demo shop as it stood DAYS (30) days ago, and
@@ -188,6 +188,9 @@ def build(days: str | None) -> None:
     selection = dg.AssetSelection.all() if days else dg.AssetSelection.all() - dg.AssetSelection.groups("landing")
     tags = range_tags(first, last)
     with dg.DagsterInstance.get() as instance:
+        # One pooled connection to the instance's PostgreSQL for the run's thousands of events, as
+        # the webserver holds one, instead of dagster-postgres' default of a connection per event.
+        instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=10)
         for run_id in fail_dead_runs(instance):
             print(f"Run {run_id} was left started by a process that is gone: marked failed.")
         keys = selection.resolve(defs.resolve_asset_graph())
@@ -241,24 +244,33 @@ def summary() -> None:
     print(f"  The Ecommerce Analytics dashboard (open it in a browser, it works offline):\n  {dashboard}")
 
 
+COMMANDS = {"up", "seed", "replay", "build", "summary", "down"}
+
+
 def main(argv: list[str]) -> None:
-    command, *args = argv or ["help"]
-    if command == "up":
-        _server().start()
-        print(f"ecomm-db (PostgreSQL {server_version()}) listening on 127.0.0.1:{environment.local_pg_port()}")
-    elif command == "seed":
-        seed(int(args[0]) if args else 30)
-    elif command == "replay":
-        replay()
-    elif command == "build":
-        build(args[0] if args else None)
-    elif command == "summary":
-        summary()
-    elif command == "down":
-        _server().stop()
-    else:
+    """Run the commands of ``argv`` in order, in this one process (each start of the interpreter
+    costs seconds of imports); a command's argument, if any, follows it."""
+    if not argv or argv[0] not in COMMANDS:
         print(__doc__)
-        sys.exit(0 if command == "help" else 2)
+        sys.exit(0 if argv[:1] in ([], ["help"]) else 2)
+    while argv:
+        command, argv = argv[0], argv[1:]
+        argument = argv.pop(0) if argv and argv[0] not in COMMANDS else None
+        if command == "up":
+            _server().start()
+            print(f"ecomm-db (PostgreSQL {server_version()}) listening on 127.0.0.1:{environment.local_pg_port()}")
+        elif command == "seed":
+            seed(int(argument or 30))
+        elif command == "replay":
+            replay()
+        elif command == "build":
+            build(argument)
+        elif command == "summary":
+            summary()
+        elif command == "down":
+            _server().stop()
+        else:
+            sys.exit(f"{command!r} is not a command: {', '.join(sorted(COMMANDS))}")
 
 
 if __name__ == "__main__":

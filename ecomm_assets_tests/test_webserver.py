@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pytest
 from support import DAYS, free_port, wait_for
 from test_serving import chromium
@@ -38,10 +39,16 @@ class DagsterUI:
         dagster_home = home / "dagster"
         dagster_home.mkdir(parents=True)
         shutil.copy(REPO_ROOT / "ecomm_assets/instance/local.yaml", dagster_home / "dagster.yaml")
+        database = f"dagster_ui_{self.port}"  # the instance's own storage in the test's PostgreSQL
+        with psycopg.connect(f"host=127.0.0.1 port={pg_port} user=ecomm dbname=postgres", autocommit=True) as pg:
+            pg.execute(f"CREATE DATABASE {database}")
         self.env = {**os.environ, "ECOMM_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
-                    "ECOMM_PG_PORT": str(pg_port), "ECOMM_FIRST_INGESTION_DATE": DAYS[0]}
+                    "ECOMM_PG_PORT": str(pg_port), "ECOMM_FIRST_INGESTION_DATE": DAYS[0],
+                    "ECOMM_DAGSTER_PG_URL": f"postgresql+psycopg2://ecomm@127.0.0.1:{pg_port}/{database}?sslmode=disable"}
         # the storage is created here, once: the webserver and the daemon would race to create it
-        dg.DagsterInstance.from_config(str(dagster_home)).dispose()
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("ECOMM_DAGSTER_PG_URL", self.env["ECOMM_DAGSTER_PG_URL"])
+            dg.DagsterInstance.from_config(str(dagster_home)).dispose()
         bin_dir = Path(sys.executable).parent
         code = ["-m", "ecomm_assets.definitions"]
         self.processes = [
@@ -128,6 +135,7 @@ def test_a_backfill_launched_in_the_ui_runs_its_checks_alerts_and_refreshes_the_
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("DAGSTER_HOME", ui.env["DAGSTER_HOME"])
+        env.setenv("ECOMM_DAGSTER_PG_URL", ui.env["ECOMM_DAGSTER_PG_URL"])
         with dg.DagsterInstance.get() as instance:
             recorded = {}
             for info in instance.event_log_storage.get_asset_check_partition_info(list(lakehouse_tables.check_keys)):

@@ -42,6 +42,10 @@ def server_version() -> str:
     return output.split()[-1]  # "postgres (PostgreSQL) 18.6"
 
 
+# The local Dagster instance's storage (runs, event log, schedules): instance/local.yaml.
+DAGSTER_DB = "dagster"
+
+
 @dataclass(frozen=True)
 class EmbeddedPostgres:
     data_dir: Path
@@ -74,7 +78,8 @@ class EmbeddedPostgres:
             return None
 
     def start(self) -> None:
-        """Initialise the cluster on first use, start the server and create the database."""
+        """Initialise the cluster on first use, start the server and create the databases (ecomm-db's
+        and the local Dagster instance's)."""
         if (self.data_dir / "PG_VERSION").exists():
             made_by, runs = (self.data_dir / "PG_VERSION").read_text().strip(), server_version().split(".")[0]
             if made_by != runs:
@@ -89,11 +94,9 @@ class EmbeddedPostgres:
             self._run("pg_ctl", "start", "-w", "-D", str(self.data_dir), "-o", options,
                       "-l", str(self.data_dir / "server.log"))
         with psycopg.connect(self._conninfo("postgres"), autocommit=True) as connection:
-            exists = connection.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (self.dbname,)
-            ).fetchone()
-            if not exists:
-                connection.execute(f'CREATE DATABASE "{self.dbname}"')
+            for dbname in (self.dbname, DAGSTER_DB):
+                if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+                    connection.execute(f'CREATE DATABASE "{dbname}"')
 
     def stop(self) -> None:
         if self.server_pid() is not None:
