@@ -7,7 +7,7 @@ import dagster as dg
 from ecomm_assets import environment
 from ecomm_assets.alerts.sensor import failure_alerts
 from ecomm_assets.extract.assets import landing_extracts
-from ecomm_assets.jobs import batch_ecomm_pipeline, daily_refresh, schedules
+from ecomm_assets.jobs import batch_ecomm_pipeline, daily_refresh, ecomm_pipeline, schedules
 from ecomm_assets.lakehouse.assets import lakehouse_tables
 from ecomm_assets.lakehouse.repair_sensor import rerun_out_of_sync_days
 from ecomm_assets.metrics.assets import DASHBOARD_MODELS, metric_models
@@ -51,7 +51,7 @@ defs = dg.Definitions(
     asset_checks=[*freshness_checks, runs_within_trailing_p95],
     sensors=[failure_alerts, freshness_checks_sensor, build_metrics_when_gold_lands,
              refresh_dashboard_when_kpis_land, export_run_metrics, rerun_out_of_sync_days],
-    jobs=[batch_ecomm_pipeline, daily_refresh, check_run_durations],
+    jobs=[batch_ecomm_pipeline, daily_refresh, ecomm_pipeline, check_run_durations],
     schedules=schedules,
     resources=environment.resources(),
     # The steps are short and I/O bound; one process per run beats paying a process start per step.

@@ -14,20 +14,26 @@
 
 import logging
 import os
+import re
 import sys
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TextIO
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import duckdb
 import psycopg
+from dagster._core.utils import make_new_run_id
 
 from ecomm_assets import environment
 from ecomm_assets.extract.landing_zone import partition_folder
+from ecomm_assets.jobs import ecomm_pipeline
 from ecomm_assets.local_run_launcher import fail_dead_runs
 from ecomm_assets.operations.metrics_store import RunMetrics, failed_records
 from ecomm_assets.operations.monitoring_page import write_monitoring_page
@@ -101,16 +107,17 @@ def _seeded_window() -> str:
 
 
 @contextmanager
-def _output_to(log: Path):
-    """Everything this process and its children (dbt) print goes to ``log`` for the block."""
+def _output_to(log: Path) -> Iterator[TextIO]:
+    """Everything this process and its children (dbt) print goes to ``log`` for the block; what
+    is written to the stream it yields still reaches the terminal."""
     log.parent.mkdir(parents=True, exist_ok=True)
     saved = {fd: os.dup(fd) for fd in (1, 2)}
-    with log.open("a") as file:
+    with log.open("a") as file, os.fdopen(os.dup(saved[1]), "w", buffering=1) as terminal:
         for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
             stream.flush()
             os.dup2(file.fileno(), fd)
         try:
-            yield
+            yield terminal
         finally:
             for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
                 stream.flush()
@@ -118,50 +125,94 @@ def _output_to(log: Path):
                 os.close(saved[fd])
 
 
-def step_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """One line per step of the run: what it materialized and its rows (landed by the run, held by
-    the tables it refreshed), seconds; then each failed check with its days and failing rows."""
-    started, ended, rows = {}, {}, defaultdict(dict)  # rows: {step: {asset: row count}}
-    failed_checks, errors = defaultdict(lambda: defaultdict(dict)), {}  # {step: {check: {day: failed rows}}}
-    for entry in instance.all_logs(run_id):
+ENGINE_LINE = re.compile(r"\w+\.\w+: \d+ rows")  # the local engine's line per table it refreshed
+
+
+class StepReport:
+    """What each step of a run did, read from its events as they come: one line per step (what it
+    materialized and its rows: landed by the run, held by the tables it refreshed; seconds), then
+    its error and each failed check with its days and failing rows."""
+
+    def __init__(self, instance: dg.DagsterInstance, run_id: str):
+        self.instance, self.run_id, self.cursor = instance, run_id, None
+        self.started, self.ended, self.rows = {}, {}, defaultdict(dict)  # rows: {step: {asset: row count}}
+        self.failed_checks = defaultdict(lambda: defaultdict(dict))  # {step: {check: {day: failed rows}}}
+        self.errors, self.tables_refreshed = {}, defaultdict(int)
+
+    def read(self) -> None:
+        """Take in the run's events stored since the last read."""
+        while True:
+            page = self.instance.get_records_for_run(self.run_id, cursor=self.cursor, limit=1000)
+            for record in page.records:
+                self._take(record.event_log_entry)
+            self.cursor = page.cursor
+            if not page.has_more:
+                return
+
+    def _take(self, entry) -> None:
         event, step = entry.dagster_event, entry.step_key
-        if event is None or step is None:
-            continue
-        if event.event_type == dg.DagsterEventType.STEP_START:
-            started[step] = entry.timestamp
+        if step is None:
+            return
+        if event is None:
+            if ENGINE_LINE.fullmatch(entry.user_message or ""):
+                self.tables_refreshed[step] += 1
+        elif event.event_type == dg.DagsterEventType.STEP_START:
+            self.started[step] = entry.timestamp
         elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
-            ended[step] = (entry.timestamp, True)
+            self.ended[step] = (entry.timestamp, True)
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
-            ended[step] = (entry.timestamp, False)
+            self.ended[step] = (entry.timestamp, False)
             failure = event.step_failure_data
             error = failure.error
             while error.cause:  # the user code's own error, under Dagster's wrapping
                 error = error.cause
-            errors[step] = (failure.user_failure_data.description if failure.user_failure_data
-                            else error.message.strip().splitlines()[0])
+            self.errors[step] = (failure.user_failure_data.description if failure.user_failure_data
+                                 else error.message.strip().splitlines()[0])
         elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             # an asset of a range run is materialized once per day, each time with the run's count
             materialization = event.step_materialization_data.materialization
             row_count = materialization.metadata.get("dagster/row_count")
-            rows[step][materialization.asset_key.to_user_string()] = row_count.value if row_count else 0
+            self.rows[step][materialization.asset_key.to_user_string()] = row_count.value if row_count else 0
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed:
                 check = f"{evaluation.asset_key.to_user_string()} {evaluation.check_name} ({evaluation.severity.value})"
-                failed_checks[step][check][evaluation.partition or "all days"] = failed_records(evaluation.metadata)
-    lines = []
-    for step, start in started.items():
-        end, succeeded = ended.get(step, (start, False))
+                self.failed_checks[step][check][evaluation.partition or "all days"] = failed_records(evaluation.metadata)
+
+    def lines(self, step: str) -> list[str]:
+        """The lines of ``step``; one that never ended counts as failed, at the time it started."""
+        start = self.started[step]
+        end, succeeded = self.ended.get(step, (start, False))
         held = "landed" if step == "landing_extracts" else "in its tables"
-        lines.append(f"  {'ok    ' if succeeded else 'FAILED'} {step:<30} {len(rows[step]):>3} assets "
-                     f"{sum(rows[step].values()):>10,} rows {held:<13} {end - start:7.1f} s")
-        if step in errors:
-            lines.append(f"         {errors[step]}")
-        for check, days in sorted(failed_checks[step].items()):
+        lines = [f"  {'ok    ' if succeeded else 'FAILED'} {step:<30} {len(self.rows[step]):>3} assets "
+                 f"{sum(self.rows[step].values()):>10,} rows {held:<13} {end - start:7.1f} s"]
+        if step in self.errors:
+            lines.append(f"         {self.errors[step]}")
+        for check, days in sorted(self.failed_checks[step].items()):
             counted = [n for n in days.values() if n is not None]
             lines.append(f"         failed check {check} on {_days(sorted(days))}"
                          + (f": {sum(counted):,.0f} failing rows" if counted else ""))
-    return lines
+        return lines
+
+
+def _print_steps_as_they_end(report: StepReport, out: TextIO, stop: threading.Event, tables: int) -> None:
+    """While the run goes on: print each step's lines when it ends and, at most every 5 s, how many
+    of the ``tables`` a running lakehouse step has refreshed (then that it stores their events)."""
+    printed, said, said_at = set(), {}, 0.0
+    while not stop.wait(1):
+        report.read()
+        for step in [s for s in report.started if s in report.ended and s not in printed]:
+            print("\n".join(report.lines(step)), file=out)
+            printed.add(step)
+        for step, done in report.tables_refreshed.items():
+            if step in report.ended or said.get(step) == done or (done < tables and time.monotonic() - said_at < 5):
+                continue
+            print(f"         {step}: {done} of {tables} tables refreshed" + (
+                ", storing their materializations and check results" if done == tables else ""), file=out)
+            said[step], said_at = done, time.monotonic()
+    report.read()
+    for step in [s for s in report.started if s not in printed]:
+        print("\n".join(report.lines(step)), file=out)
 
 
 def _days(days: list[str]) -> str:
@@ -204,12 +255,18 @@ def build(days: str | None) -> None:
                 f"{asset} ({len(days)} days from {days[0]})" for asset, days in list(missing.items())[:3]))
         log = environment.ecomm_home() / "logs" / f"build_{datetime.now():%Y%m%d_%H%M%S}.log"
         print(f"Building every asset for {first} to {last} in one run (Dagster's log: {log})")
-        started = time.monotonic()
-        with _output_to(log):
-            result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-                instance=instance, tags=tags, raise_on_error=False,
-                asset_selection=list(keys))
-        print("\n".join(step_lines(instance, result.run_id)))
+        started, run_id, stop = time.monotonic(), make_new_run_id(), threading.Event()
+        with _output_to(log) as terminal:
+            reporter = threading.Thread(target=_print_steps_as_they_end, args=(
+                StepReport(instance, run_id), terminal, stop,
+                sum(key.path[0] in ("bronze", "silver", "gold") for key in keys)))
+            reporter.start()
+            try:
+                result = defs.resolve_job_def(ecomm_pipeline.name).execute_in_process(
+                    instance=instance, tags=tags, raise_on_error=False, asset_selection=list(keys), run_id=run_id)
+            finally:
+                stop.set()
+                reporter.join()
         print(f"Run {result.run_id} {'succeeded' if result.success else 'FAILED'} in "
               f"{time.monotonic() - started:.0f} s")
         # what export_run_metrics does under the daemon (it writes nothing twice)

@@ -16,7 +16,7 @@ from support import DAYS, NIGHTLY, SERVED_TABLES, source_rows
 
 from ecomm_assets.alerts.sensor import Alerting, failure_alerts
 from ecomm_assets.definitions import defs
-from ecomm_assets.local_stack import step_lines, unbuilt
+from ecomm_assets.local_stack import StepReport, unbuilt
 
 pytestmark = pytest.mark.slow
 
@@ -281,7 +281,9 @@ def test_each_run_records_its_checks_on_its_days(shop, new_pipeline, tmp_path):
         # `make run` prints each failed check with its days and failing rows, under its step.
         [(bad_orders,)] = source_rows(shop, "SELECT count(*) FROM orders "
                                             "WHERE status NOT IN ('shipped', 'delivered', 'cancelled', 'pending')")
-        lines = step_lines(instance, backfill.run_id)
+        report = StepReport(instance, backfill.run_id)
+        report.read()
+        lines = [line for step in report.started for line in report.lines(step)]
         assert (f"         failed check silver/orders valid_status (WARN) on {', '.join(sorted(bad_days))}: "
                 f"{bad_orders} failing rows") in lines, lines
         [landing] = [line for line in lines if "landing_extracts" in line]
