@@ -27,9 +27,12 @@ FIRST_DAY = ECOMM_FIRST_INGESTION_DATE=$$(cut -d. -f1 $(ECOMM_HOME)/seeded_windo
 # The versions every machine installs: constraints.txt, resolved by `make lock`.
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "==> Creating the virtualenv $(VENV)"
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --quiet --upgrade pip
-	$(BIN)/pip install --quiet --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet --upgrade pip
+	@echo "==> Installing the pinned dependencies (constraints.txt) and this project: a few minutes the first time"
+	$(BIN)/pip install --progress-bar on -c constraints.txt -e '.[test]'
+	@echo "==> Installed"
 	touch $@
 
 lock:
