@@ -107,6 +107,17 @@ def _warehouse_id(http_path: str) -> str:
     return match.group(1)
 
 
+def configured_source_database(sslmode: str) -> SourceDatabase:
+    """ecomm-db as ECOMM_PG_DSN names it, or the ECOMM_PG_* fields (host, user and password
+    required; port 5432, database ecomm and ``sslmode`` unless set)."""
+    if os.getenv("ECOMM_PG_DSN"):
+        return SourceDatabase(dsn=dg.EnvVar("ECOMM_PG_DSN"))
+    env = _required("ECOMM_PG_HOST", "ECOMM_PG_USER", "ECOMM_PG_PASSWORD")
+    return SourceDatabase(host=env["ECOMM_PG_HOST"], port=int(os.getenv("ECOMM_PG_PORT", "5432")),
+                          dbname=os.getenv("ECOMM_PG_DBNAME", "ecomm"), user=env["ECOMM_PG_USER"],
+                          password=dg.EnvVar("ECOMM_PG_PASSWORD"), sslmode=os.getenv("ECOMM_PG_SSLMODE", sslmode))
+
+
 def prod_resources() -> dict:
     # The cloud clients load only here: importing them costs seconds a local start-up need not pay.
     from dagster_aws.s3 import S3Resource
@@ -115,21 +126,9 @@ def prod_resources() -> dict:
     from ecomm_assets.lakehouse.databricks_engine import DatabricksLakehouse
 
     # every variable is checked here, when the code location loads, not at the step that needs it
-    pg_fields = [] if os.getenv("ECOMM_PG_DSN") else ["ECOMM_PG_HOST", "ECOMM_PG_USER", "ECOMM_PG_PASSWORD"]
-    env = _required("ECOMM_LANDING_BUCKET", "DATABRICKS_HOST", "DATABRICKS_HTTP_PATH", "ECOMM_DLT_PIPELINE_ID",
-                    *pg_fields)
+    source_db = configured_source_database(sslmode="require")
+    env = _required("ECOMM_LANDING_BUCKET", "DATABRICKS_HOST", "DATABRICKS_HTTP_PATH", "ECOMM_DLT_PIPELINE_ID")
     databricks_credentials = _databricks_credentials()
-    if os.getenv("ECOMM_PG_DSN"):
-        source_db = SourceDatabase(dsn=dg.EnvVar("ECOMM_PG_DSN"))
-    else:
-        source_db = SourceDatabase(
-            host=env["ECOMM_PG_HOST"],
-            port=int(os.getenv("ECOMM_PG_PORT", "5432")),
-            dbname=os.getenv("ECOMM_PG_DBNAME", "ecomm"),
-            user=env["ECOMM_PG_USER"],
-            password=dg.EnvVar("ECOMM_PG_PASSWORD"),
-            sslmode=os.getenv("ECOMM_PG_SSLMODE", "require"),
-        )
     # AWS credentials come from boto3's usual chain (instance role, AWS_* variables).
     landing_zone = S3LandingZone(
         bucket=env["ECOMM_LANDING_BUCKET"],
@@ -220,7 +219,15 @@ def ops_metrics_store() -> OpsMetricsStore:
 
 
 def resources() -> dict:
-    pipeline = prod_resources() if ecomm_env() == "prod" else local_resources(ecomm_home(), local_pg_port())
+    """The code location's resources. Locally ecomm-db is the embedded server, or one's own
+    PostgreSQL when ECOMM_PG_DSN names it (the embedded server still holds the Dagster instance
+    and ecomm_ops; ECOMM_PG_PORT stays its port, so the ECOMM_PG_* fields are for prod only)."""
+    if ecomm_env() == "prod":
+        pipeline = prod_resources()
+    else:
+        pipeline = local_resources(ecomm_home(), local_pg_port())
+        if os.getenv("ECOMM_PG_DSN"):
+            pipeline["source_db"] = configured_source_database(sslmode="prefer")
     tableau = tableau_workspace()
     return {**pipeline, **({"tableau": tableau} if tableau else {}), "alerting": alerting(),
             "ops_metrics": ops_metrics_store()}

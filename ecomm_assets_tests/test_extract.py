@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ecomm_assets import environment
 from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.extract.landing_zone import LocalLandingZone, partition_folder
 from ecomm_assets.partitions import ingestion_date_partitions
@@ -227,3 +228,17 @@ def test_the_extract_lands_deleted_keys_future_dated_rows_and_an_initial_load(cu
     snapshot_at = datetime.fromisoformat(zone.read_manifest(partition_folder("customers", "2026-03-02"))["snapshot_at"])
     assert {(row["_deleted"], datetime.fromisoformat(row["updated_at"])) for row in landed["customers_deleted"]} == {
         ("t", snapshot_at)}  # when the extract saw them gone
+
+
+def test_locally_ecomm_db_can_be_ones_own_postgresql(postgres, monkeypatch, tmp_path):
+    """ECOMM_PG_DSN points the local code location's source at another PostgreSQL; the embedded
+    server (ECOMM_PG_PORT) keeps the Dagster instance and ecomm_ops."""
+    monkeypatch.delenv("ECOMM_ENV", raising=False)
+    monkeypatch.setenv("ECOMM_HOME", str(tmp_path))
+    monkeypatch.setenv("ECOMM_PG_PORT", "1")  # the embedded server's port: not the source's
+    monkeypatch.setenv("ECOMM_PG_DSN", f"postgresql://{postgres.user}@127.0.0.1:{postgres.port}/{postgres.dbname}")
+    resources = environment.resources()
+    with dg.build_resources({"source_db": resources["source_db"]}) as built, built.source_db.connect() as connection:
+        assert connection.execute("SELECT current_database(), inet_server_port()").fetchone() == (
+            postgres.dbname, postgres.port)
+    assert "port=1 " in resources["ops_metrics"].conninfo
