@@ -17,14 +17,16 @@ from ecomm_assets.operations.sensor import export_run_metrics
 from ecomm_assets.serving.assets import ecommerce_analytics_dashboard
 from ecomm_assets.serving.sensor import refresh_dashboard_when_kpis_land
 
-# Tableau serves the KPIs when it is configured, the local dashboard page when not.
+# Tableau serves the KPIs when it is configured, the local dashboard page when not. Production
+# loads the site's content from the state file only (fetch-state writes it at deploy time).
 tableau = environment.tableau_workspace()
 if tableau is None:
     serving = [ecommerce_analytics_dashboard]
 else:
     from ecomm_assets.serving.tableau import tableau_workbook_assets
 
-    serving = tableau_workbook_assets(tableau, environment.tableau_state_path())
+    serving = tableau_workbook_assets(tableau, environment.tableau_state_path(),
+                                      fetch_if_missing=environment.ecomm_env() != "prod")
 
 # Gold and the metrics must hold yesterday's partition by 05:00 Asia/Bangkok (the lakehouse runs at
 # 01:00, dbt as soon as Gold lands); the sensor evaluates the checks, the alert sensor reports the

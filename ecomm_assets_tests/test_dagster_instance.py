@@ -22,11 +22,18 @@ def test_a_materialization_is_stored_in_postgres_and_read_back(shop, tmp_path, m
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("DAGSTER_PG_URL", f"postgresql+psycopg2://{shop.user}:unused-with-trust-auth@127.0.0.1:"
                                          f"{shop.port}/dagster_storage?sslmode=disable")
+    monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_DIR", str(tmp_path / "compute_logs"))
 
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+        # named in prod.yaml, not left to Dagster's defaults (compute logs would go under DAGSTER_HOME)
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
+        assert type(instance.compute_log_manager).__name__ == "LocalComputeLogManager"
+        assert instance.compute_log_manager.get_captured_local_path(["run", "step"], "out") == str(
+            (tmp_path / "compute_logs" / "run" / "step.out").resolve())
         result = dg.materialize(
             [landing_extracts], partition_key=DAYS[0], instance=instance,
             selection=[dg.AssetKey(["landing", "products"])],

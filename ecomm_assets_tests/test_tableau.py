@@ -70,13 +70,16 @@ print(json.dumps(sorted(key.to_user_string() for key in refresh)))
 """
 
 
+def tableau_env(peer: TableauPeer, tmp_path) -> dict:
+    return {**os.environ, "TABLEAU_SERVER_NAME": peer.server_name, "TABLEAU_SITE_NAME": SITE,
+            "TABLEAU_CONNECTED_APP_CLIENT_ID": CLIENT_ID, "TABLEAU_CONNECTED_APP_SECRET_ID": SECRET_ID,
+            "TABLEAU_CONNECTED_APP_SECRET_VALUE": SECRET_VALUE, "TABLEAU_USERNAME": USERNAME,
+            "ECOMM_TABLEAU_STATE": str(tmp_path / "tableau_workspace.json"), "ECOMM_HOME": str(tmp_path)}
+
+
 def load_code_location(peer: TableauPeer, tmp_path) -> dict:
-    env = {**os.environ, "TABLEAU_SERVER_NAME": peer.server_name, "TABLEAU_SITE_NAME": SITE,
-           "TABLEAU_CONNECTED_APP_CLIENT_ID": CLIENT_ID, "TABLEAU_CONNECTED_APP_SECRET_ID": SECRET_ID,
-           "TABLEAU_CONNECTED_APP_SECRET_VALUE": SECRET_VALUE, "TABLEAU_USERNAME": USERNAME,
-           "ECOMM_TABLEAU_STATE": str(tmp_path / "tableau_workspace.json"), "ECOMM_HOME": str(tmp_path)}
-    loaded = subprocess.run([sys.executable, "-c", LOAD_CODE_LOCATION], env=env, capture_output=True,
-                            text=True, timeout=300)
+    loaded = subprocess.run([sys.executable, "-c", LOAD_CODE_LOCATION], env=tableau_env(peer, tmp_path),
+                            capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr
     graph, refreshed = loaded.stdout.splitlines()
     return {**json.loads(graph), "refreshed by the sensor": json.loads(refreshed)}
@@ -241,3 +244,63 @@ def test_a_request_tableau_never_answers_fails_the_run_within_the_http_timeout(t
     failure = result.get_step_failure_events()[0].step_failure_data.error.message
     assert re.search(rf"Tableau did not answer GET https://{re.escape(tableau.server_name)}/api/3\.24/sites/{SITE_ID}"
                      r"/jobs/\S+ in time: .*Read timed out\. \(read timeout=1\.0\)", failure), failure
+
+
+# Production: nothing here answers, and the code location must not need it to (no request is sent).
+PROD_ENV = {"ECOMM_ENV": "prod", "ECOMM_PG_DSN": "postgresql://ecomm@127.0.0.1:9/ecomm",
+            "ECOMM_OPS_PG_DSN": "postgresql://ecomm@127.0.0.1:9/ecomm", "ECOMM_LANDING_BUCKET": "landing",
+            "AWS_REGION": "us-east-1", "DATABRICKS_HOST": "https://127.0.0.1:9", "DATABRICKS_TOKEN": "unused",
+            "DATABRICKS_HTTP_PATH": "/sql/1.0/warehouses/0123456789abcdef", "ECOMM_DLT_PIPELINE_ID": "pipeline"}
+
+# A code server's load (what the webserver and the daemon do), then a run worker's, which Dagster
+# gives the repository load data stored with the run (dagster/_grpc/impl.py, core_execute_run).
+INITIALIZE = """
+import json, sys
+import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableRepository, initialize_repository_def_from_pointer
+repository = ReconstructableRepository.for_module("ecomm_assets.definitions", "defs")
+if sys.argv[1] == "code server":
+    loaded = initialize_repository_def_from_pointer(repository.pointer)
+    open(sys.argv[2], "w").write(dg.serialize_value(loaded.repository_load_data))
+else:
+    loaded = repository.with_repository_load_data(dg.deserialize_value(open(sys.argv[2]).read())).get_definition()
+print(json.dumps(sorted(key.to_user_string() for key in loaded.asset_graph.get_all_asset_keys()
+                        if key.path[0] == "tableau")))
+"""
+
+
+def python(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_in_production_a_missing_tableau_state_stops_the_load_without_asking_tableau(tableau, tmp_path):
+    state = tmp_path / "tableau_workspace.json"
+
+    loaded = python({**tableau_env(tableau, tmp_path), **PROD_ENV}, "-c", "import ecomm_assets.definitions")
+
+    assert loaded.returncode != 0
+    assert (f"No Tableau workspace state at {state} (ECOMM_TABLEAU_STATE): in production the code location never "
+            "reads Tableau when it loads. Fetch it where the code is deployed: "
+            "`python -m ecomm_assets.serving.tableau fetch-state`.") in loaded.stderr
+    assert tableau.log == []
+    assert not state.exists()
+
+
+def test_fetch_state_writes_the_state_production_loads_and_each_run_carries_without_asking_tableau(tableau, tmp_path):
+    env, state, load_data = {**tableau_env(tableau, tmp_path), **PROD_ENV}, tmp_path / "tableau_workspace.json", \
+        tmp_path / "repository_load_data.json"
+    fetched = python(env, "-m", "ecomm_assets.serving.tableau", "fetch-state")
+    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.stdout == f"{len(WORKBOOK_ASSETS) + 1} Tableau assets cached in {state}\n"  # with sales_targets
+    assert any("/api/metadata/graphql" in line for line in tableau.log)
+    tableau.log.clear()
+
+    code_server = python(env, "-c", INITIALIZE, "code server", str(load_data))
+    assert code_server.returncode == 0, code_server.stderr
+    state.unlink()  # a run worker neither reads it nor asks Tableau: its run carries the content
+    run_worker = python(env, "-c", INITIALIZE, "run worker", str(load_data))
+    assert run_worker.returncode == 0, run_worker.stderr
+
+    assert json.loads(code_server.stdout) == json.loads(run_worker.stdout) == sorted(
+        WORKBOOK_ASSETS | {"tableau/sales_targets"})
+    assert tableau.log == []

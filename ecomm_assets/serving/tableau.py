@@ -3,7 +3,8 @@ refresh of its extracts when the KPIs land.
 
 dagster-tableau signs in with a connected app (JWT) and reads the workbook through the REST and
 Metadata APIs; its translator gives the specs. The rest is ours: the workspace content is read
-once and kept in a file (the code location then loads while Tableau is unreachable); the refresh
+once and kept in a file (the code location then loads while Tableau is unreachable; in
+production only ``fetch-state`` reads it, and each run carries the copy it was launched with); the refresh
 waits for Tableau's jobs itself, to log each job's finish code and notes and to bound the wait
 (dagster-tableau's own loop reports neither), and waits for a refresh Tableau had already queued
 instead of failing; every request has an HTTP timeout.
@@ -16,6 +17,8 @@ from pathlib import Path
 import dagster as dg
 import requests
 import tableauserverclient as TSC
+from dagster._core.definitions.definitions_load_context import StateBackedDefinitionsLoader
+from dagster._record import record
 from dagster_tableau import (
     DagsterTableauTranslator,
     TableauCloudWorkspace,
@@ -23,7 +26,7 @@ from dagster_tableau import (
     TableauServerWorkspace,
     TableauTranslatorData,
 )
-from dagster_tableau.resources import BaseTableauWorkspace
+from dagster_tableau.resources import TABLEAU_RECONSTRUCTION_METADATA_KEY_PREFIX, BaseTableauWorkspace
 from dagster_tableau.translator import TableauDataSourceMetadataSet, TableauTagSet, TableauWorkspaceData
 from pydantic import Field
 from requests.adapters import HTTPAdapter
@@ -34,8 +37,13 @@ from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dat
 
 # dagster-tableau's classes are beta in this release; it warns at each instance.
 warnings.filterwarnings("ignore", message=r"Class `\w*Tableau\w*` is currently in beta", category=dg.BetaWarning)
+# StateBackedDefinitionsLoader.build_defs (dagster-tableau's loading too) warns at each load.
+warnings.filterwarnings("ignore", message=r"Function `Definitions.with_reconstruction_metadata` is currently in preview",
+                        category=dg.PreviewWarning)
 
 WORKBOOK = "Ecommerce Analytics"
+# reads the site's content into ECOMM_TABLEAU_STATE (where the code is deployed, and after the workbook changed)
+FETCH_STATE = "python -m ecomm_assets.serving.tableau fetch-state"
 FINISH_CODES = {TSC.JobItem.FinishCode.Success: "success", TSC.JobItem.FinishCode.Failed: "failed",
                 TSC.JobItem.FinishCode.Cancelled: "cancelled", TSC.JobItem.FinishCode.Completed: "completed"}
 # As tableauserverclient's Jobs.wait_for_job: 3 is how a Bridge job reports success.
@@ -105,8 +113,8 @@ def read_workspace_data(workspace: BaseTableauWorkspace, path: Path) -> TableauW
             data = site.fetch_tableau_workspace_data()
         except (requests.RequestException, TSC.ServerResponseError) as error:
             raise RuntimeError(
-                f"Tableau site {workspace.site_name!r} could not be read and no copy is cached at "
-                f"{path}: {error}. Run `python -m ecomm_assets.serving.tableau` once Tableau answers."
+                f"Tableau site {workspace.site_name!r} could not be read into {path}: {error}. "
+                f"Run `{FETCH_STATE}` once Tableau answers."
             ) from error
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
@@ -115,12 +123,32 @@ def read_workspace_data(workspace: BaseTableauWorkspace, path: Path) -> TableauW
     return data
 
 
-def cached_workspace_data(workspace: BaseTableauWorkspace, path: Path) -> TableauWorkspaceData:
-    """The site's content from ``path``, read from Tableau the first time. Run
-    ``python -m ecomm_assets.serving.tableau`` to read it again after the workbook changed."""
-    if path.exists():
-        return dg.deserialize_value(path.read_text(), TableauWorkspaceData)
-    return read_workspace_data(workspace, path)
+@record
+class TableauStateLoader(StateBackedDefinitionsLoader[TableauWorkspaceData]):
+    """The workbook's assets from the site's content. A run worker takes the content Dagster stored
+    with its run (what the webserver or daemon that launched it loaded); any other process reads
+    the copy in ``path``, and reads Tableau into it when missing only if ``fetch_if_missing``
+    (locally; never in production)."""
+
+    workspace: BaseTableauWorkspace
+    path: Path
+    fetch_if_missing: bool
+
+    @property
+    def defs_key(self) -> str:
+        return f"{TABLEAU_RECONSTRUCTION_METADATA_KEY_PREFIX}/{self.workspace.site_name}"
+
+    def fetch_state(self) -> TableauWorkspaceData:
+        if self.path.exists():
+            return dg.deserialize_value(self.path.read_text(), TableauWorkspaceData)
+        if not self.fetch_if_missing:
+            raise RuntimeError(
+                f"No Tableau workspace state at {self.path} (ECOMM_TABLEAU_STATE): in production the code "
+                f"location never reads Tableau when it loads. Fetch it where the code is deployed: `{FETCH_STATE}`.")
+        return read_workspace_data(self.workspace, self.path)
+
+    def defs_from_state(self, state: TableauWorkspaceData) -> dg.Definitions:
+        return dg.Definitions(assets=workbook_assets(state))
 
 
 def workbook_specs(data: TableauWorkspaceData) -> list[dg.AssetSpec]:
@@ -211,10 +239,16 @@ def wait_for_jobs(client, jobs: dict[str, str], log, config: TableauRefreshConfi
         raise dg.Failure("\n".join(failed))
 
 
-def tableau_workbook_assets(workspace: BaseTableauWorkspace, state_path: Path) -> list:
+def tableau_workbook_assets(workspace: BaseTableauWorkspace, state_path: Path, fetch_if_missing: bool = True) -> list:
+    """The workbook's assets, from the site's content as ``TableauStateLoader`` finds it."""
+    loader = TableauStateLoader(workspace=workspace, path=state_path, fetch_if_missing=fetch_if_missing)
+    return list(loader.build_defs().assets)
+
+
+def workbook_assets(data: TableauWorkspaceData) -> list:
     """The refresh of the workbook's extracts as one partitioned multi-asset, plus its live data
     sources as external assets."""
-    specs = workbook_specs(cached_workspace_data(workspace, state_path))
+    specs = workbook_specs(data)
     refreshed = [spec for spec in specs if _is_refreshed(spec)]
 
     @dg.multi_asset(
@@ -265,8 +299,12 @@ def tableau_workbook_assets(workspace: BaseTableauWorkspace, state_path: Path) -
 
 
 if __name__ == "__main__":
+    import sys
+
     from ecomm_assets import environment
 
+    if sys.argv[1:] != ["fetch-state"]:
+        raise SystemExit(f"Usage: {FETCH_STATE}")
     workspace, state = environment.tableau_workspace(), environment.tableau_state_path()
     if workspace is None:
         raise SystemExit("No Tableau configured: set TABLEAU_SERVER_NAME or TABLEAU_POD_NAME (see the README).")
