@@ -1,7 +1,9 @@
 """What the tests share besides fixtures: the small shop, a pipeline home, waiting, ports."""
 
+import shutil
 import socket
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -11,7 +13,7 @@ import duckdb
 import psycopg
 import pytest
 
-from ecomm_assets import environment
+from ecomm_assets import REPO_ROOT, environment
 from ecomm_assets.definitions import defs
 from ecomm_assets.extract.landing_zone import partition_folder
 from ecomm_assets.source import demo_data
@@ -101,6 +103,19 @@ class Pipeline:
     def served(self) -> dict[str, list[tuple]]:
         """Every Silver, Gold and KPI table, without run-time stamps and file lineage."""
         return {table: self.rows(table, exclude=LINEAGE_COLUMNS) for table in SERVED_TABLES}
+
+
+def local_instance(dagster_home: Path, postgres: EmbeddedPostgres) -> dict[str, str]:
+    """A Dagster instance on disk configured as `make` configures the project's (instance/local.yaml),
+    its storage a new database of ``postgres``: the environment variables that name it."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO_ROOT / "ecomm_assets/instance/local.yaml", dagster_home / "dagster.yaml")
+    database = f"dagster_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"host=127.0.0.1 port={postgres.port} user={postgres.user} dbname=postgres",
+                         autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {database}")
+    return {"DAGSTER_HOME": str(dagster_home), "ECOMM_DAGSTER_PG_URL":
+            f"postgresql+psycopg2://{postgres.user}@127.0.0.1:{postgres.port}/{database}?sslmode=disable"}
 
 
 def source_rows(postgres: EmbeddedPostgres, query: str) -> list[tuple]:

@@ -23,7 +23,7 @@ import dagster as dg
 import psycopg
 import pytest
 from dagster._core.launcher import WorkerStatus
-from support import DAYS, NIGHTLY, Pipeline, free_port, source_rows, wait_for
+from support import DAYS, NIGHTLY, Pipeline, free_port, local_instance, source_rows, wait_for
 
 from ecomm_assets import REPO_ROOT
 from ecomm_assets.alerts.sensor import Alerting, failure_alerts
@@ -266,11 +266,8 @@ def test_a_damaged_landed_file_is_never_ingested_and_a_new_extract_repairs_it(sh
 
 def cli_home(pipeline: Pipeline, shop: EmbeddedPostgres) -> dict:
     """The environment of `dagster` commands over ``pipeline``'s home: a real instance on disk."""
-    dagster_home = pipeline.home / "dagster"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO_ROOT / "ecomm_assets/instance/local.yaml", dagster_home / "dagster.yaml")
     return {**os.environ, "ECOMM_HOME": str(pipeline.home), "ECOMM_PG_PORT": str(shop.port),
-            "DAGSTER_HOME": str(dagster_home)}
+            **local_instance(pipeline.home / "dagster", shop)}
 
 
 def start_run(env: dict, first: str, last: str) -> subprocess.Popen:
@@ -296,7 +293,8 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def test_a_run_killed_in_the_lakehouse_step_leaves_nothing_half_done_and_blocks_no_later_run(shop, new_pipeline):
+def test_a_run_killed_in_the_lakehouse_step_leaves_nothing_half_done_and_blocks_no_later_run(shop, new_pipeline,
+                                                                                              monkeypatch):
     pipeline = new_pipeline()
     pipeline.materialize(DAYS[0], DAYS[3])
     before = pipeline.served()
@@ -312,6 +310,7 @@ def test_a_run_killed_in_the_lakehouse_step_leaves_nothing_half_done_and_blocks_
     assert pipeline.served() == before  # the refresh's transaction never committed
 
     # The run stayed STARTED; run monitoring (the daemon) and `make run` mark it failed, once.
+    monkeypatch.setenv("ECOMM_DAGSTER_PG_URL", env["ECOMM_DAGSTER_PG_URL"])
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         [dead] = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
         assert instance.run_monitoring_enabled

@@ -8,7 +8,6 @@ from landing/orders to the dashboard, in GraphQL and in a real browser (screensh
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,13 +15,13 @@ import urllib.request
 from pathlib import Path
 
 import dagster as dg
-import psycopg
 import pytest
-from support import DAYS, free_port, wait_for
+from support import DAYS, free_port, local_instance, wait_for
 from test_serving import chromium
 
 from ecomm_assets import REPO_ROOT
 from ecomm_assets.lakehouse.assets import lakehouse_tables
+from ecomm_assets.source.embedded_server import EmbeddedPostgres
 
 pytestmark = pytest.mark.slow
 
@@ -33,22 +32,15 @@ FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CAN
 class DagsterUI:
     """dagster-webserver and dagster-daemon over one DAGSTER_HOME, stopped with their children."""
 
-    def __init__(self, home: Path, pg_port: int):
+    def __init__(self, home: Path, postgres: EmbeddedPostgres):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        dagster_home = home / "dagster"
-        dagster_home.mkdir(parents=True)
-        shutil.copy(REPO_ROOT / "ecomm_assets/instance/local.yaml", dagster_home / "dagster.yaml")
-        database = f"dagster_ui_{self.port}"  # the instance's own storage in the test's PostgreSQL
-        with psycopg.connect(f"host=127.0.0.1 port={pg_port} user=ecomm dbname=postgres", autocommit=True) as pg:
-            pg.execute(f"CREATE DATABASE {database}")
-        self.env = {**os.environ, "ECOMM_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
-                    "ECOMM_PG_PORT": str(pg_port), "ECOMM_FIRST_INGESTION_DATE": DAYS[0],
-                    "ECOMM_DAGSTER_PG_URL": f"postgresql+psycopg2://ecomm@127.0.0.1:{pg_port}/{database}?sslmode=disable"}
+        self.env = {**os.environ, "ECOMM_HOME": str(home), "ECOMM_PG_PORT": str(postgres.port),
+                    "ECOMM_FIRST_INGESTION_DATE": DAYS[0], **local_instance(home / "dagster", postgres)}
         # the storage is created here, once: the webserver and the daemon would race to create it
         with pytest.MonkeyPatch.context() as env:
             env.setenv("ECOMM_DAGSTER_PG_URL", self.env["ECOMM_DAGSTER_PG_URL"])
-            dg.DagsterInstance.from_config(str(dagster_home)).dispose()
+            dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"]).dispose()
         bin_dir = Path(sys.executable).parent
         code = ["-m", "ecomm_assets.definitions"]
         self.processes = [
@@ -89,7 +81,7 @@ class DagsterUI:
 
 @pytest.fixture
 def ui(shop, tmp_path):
-    ui = DagsterUI(tmp_path / "home", shop.port)
+    ui = DagsterUI(tmp_path / "home", shop)
     yield ui
     ui.stop()
 
