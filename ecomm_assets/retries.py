@@ -4,27 +4,37 @@ new files, a refresh is one transaction, dbt rebuilds its tables), so the step i
 bounded number of times, with exponential backoff. Any other error fails the step at once: a rule
 that failed fails again."""
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import botocore.exceptions
 import dagster as dg
 import psycopg
 import requests
-from databricks.sdk.errors import DeadlineExceeded, TemporarilyUnavailable, TooManyRequests
 
-TRANSIENT_FAULTS = (
-    ConnectionError, TimeoutError,  # sockets; a lock wait that gave up (waiting.py)
-    psycopg.OperationalError,  # ecomm-db unreachable or restarted
-    botocore.exceptions.ConnectionError,  # S3
-    requests.exceptions.ConnectionError, TemporarilyUnavailable, TooManyRequests, DeadlineExceeded,  # Databricks
-)
+
+def transient_faults() -> tuple[type[BaseException], ...]:
+    """The kinds of fault worth a retry. The cloud clients' own are named only once a client is
+    loaded (in production): importing them would cost every local start-up about a second."""
+    faults = [
+        ConnectionError, TimeoutError,  # sockets; a lock wait that gave up (waiting.py)
+        psycopg.OperationalError,  # ecomm-db unreachable or restarted
+        requests.exceptions.ConnectionError,  # Databricks, Tableau
+    ]
+    if "botocore" in sys.modules:  # S3
+        from botocore.exceptions import ConnectionError as S3ConnectionError
+        faults.append(S3ConnectionError)
+    if "databricks.sdk" in sys.modules:
+        from databricks.sdk.errors import DeadlineExceeded, TemporarilyUnavailable, TooManyRequests
+        faults += [TemporarilyUnavailable, TooManyRequests, DeadlineExceeded]
+    return tuple(faults)
 
 
 def is_transient(fault: BaseException | None) -> bool:
     """The fault, or one that caused it, is transient."""
+    faults = transient_faults()
     while fault is not None:
-        if isinstance(fault, TRANSIENT_FAULTS):
+        if isinstance(fault, faults):
             return True
         fault = fault.__cause__
     return False
