@@ -107,12 +107,15 @@ def _warehouse_id(http_path: str) -> str:
     return match.group(1)
 
 
+SOURCE_FIELDS = ("ECOMM_PG_HOST", "ECOMM_PG_USER", "ECOMM_PG_PASSWORD")  # ecomm-db without ECOMM_PG_DSN
+
+
 def configured_source_database(sslmode: str) -> SourceDatabase:
     """ecomm-db as ECOMM_PG_DSN names it, or the ECOMM_PG_* fields (host, user and password
     required; port 5432, database ecomm and ``sslmode`` unless set)."""
     if os.getenv("ECOMM_PG_DSN"):
         return SourceDatabase(dsn=dg.EnvVar("ECOMM_PG_DSN"))
-    env = _required("ECOMM_PG_HOST", "ECOMM_PG_USER", "ECOMM_PG_PASSWORD")
+    env = _required(*SOURCE_FIELDS)
     return SourceDatabase(host=env["ECOMM_PG_HOST"], port=int(os.getenv("ECOMM_PG_PORT", "5432")),
                           dbname=os.getenv("ECOMM_PG_DBNAME", "ecomm"), user=env["ECOMM_PG_USER"],
                           password=dg.EnvVar("ECOMM_PG_PASSWORD"), sslmode=os.getenv("ECOMM_PG_SSLMODE", sslmode))
@@ -126,8 +129,9 @@ def prod_resources() -> dict:
     from ecomm_assets.lakehouse.databricks_engine import DatabricksLakehouse
 
     # every variable is checked here, when the code location loads, not at the step that needs it
+    env = _required("ECOMM_LANDING_BUCKET", "DATABRICKS_HOST", "DATABRICKS_HTTP_PATH", "ECOMM_DLT_PIPELINE_ID",
+                    *([] if os.getenv("ECOMM_PG_DSN") else SOURCE_FIELDS))  # all the missing ones named at once
     source_db = configured_source_database(sslmode="require")
-    env = _required("ECOMM_LANDING_BUCKET", "DATABRICKS_HOST", "DATABRICKS_HTTP_PATH", "ECOMM_DLT_PIPELINE_ID")
     databricks_credentials = _databricks_credentials()
     # AWS credentials come from boto3's usual chain (instance role, AWS_* variables).
     landing_zone = S3LandingZone(
