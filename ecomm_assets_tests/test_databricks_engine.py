@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -454,7 +455,8 @@ def test_a_check_is_judged_on_the_table_when_the_events_leave_its_metrics_out(se
                       data_quality=data_quality("source_reconciliation", 0, ("in_sync", 4, 0))),
     ]))
     server.answer_sql = lambda statement: (
-        [["4", "1"]] if statement.startswith("SELECT count(*), count_if(NOT coalesce(silver_rows = source_rows")
+        [[None, "4", "1"]] if statement.startswith("SELECT CAST(NULL AS STRING), count(*), "
+                                                   "count_if(NOT coalesce(silver_rows = source_rows")
         else pytest.fail(f"unexpected statement {statement}"))
     reconciliation = dg.AssetKey(["silver", "source_reconciliation"])
 
@@ -466,6 +468,73 @@ def test_a_check_is_judged_on_the_table_when_the_events_leave_its_metrics_out(se
     assert (in_sync.check_name, in_sync.passed) == ("in_sync", False)
     assert in_sync.metadata["table_failed_records"].value == 1
     assert "no metrics" in in_sync.metadata["pipeline_metrics"].value
+
+
+def test_a_daily_run_sends_the_warehouse_four_statements_whatever_the_tables(server, tmp_path):
+    """A daily run of every table of the pipeline, every warn expectation reported failing. The
+    warehouse gets one statement for the rows Bronze holds per landed file, one for the samples of
+    failing keys, one for every table's expectation counts and one for the quality scores (before,
+    one statement per table and kind, and one per failing warn expectation: 42 when the pipeline had
+    42 tables). Each table's rows come back tagged with its statement in the UNION ALL, and are
+    judged as its own statement's were."""
+    tables = [table for table in PIPELINE.values()]
+    server.queued.append(Update(["RUNNING", "COMPLETED"], lambda update_id: [
+        flow_progress(update_id, f"ecomm_dw.{table.name}", "COMPLETED", metrics={"num_output_rows": 10},
+                      data_quality=data_quality(table.name, 0, *[(e.name, 9, 1) for e in table.expectations]))
+        for table in tables if table.kind != "view"]))
+    landed = f"{LANDING_ROOT}/orders/ingestion_date=2026-03-05/orders__20260305_180000_000000.csv"
+    statements = []
+
+    def warehouse(statement: str) -> list[list]:
+        """silver.orders holds a row of 2026-03-05 with a bad status (keys 4712 and 4711 are read,
+        in that order), silver.star_key_violations a duplicate key; the other tables are empty."""
+        statements.append(statement)
+        rows = []
+        for part in statement.split(" UNION ALL "):
+            tagged = re.fullmatch(r"SELECT (\d+) AS _statement, \* FROM \((.*)\) AS _part", part)
+            tag, query = ([tagged[1]], tagged[2]) if tagged else ([], part)
+            [table] = re.findall(r"FROM (?:ecomm_dw\.)?(\w+\.\w+)", query)
+            width = 2 + query.count("count_if(") + query.count("CAST(NULL AS BIGINT)")
+            if table == "bronze.orders" and "_source_file" in query:
+                rows.append(tag + [landed, "80"])
+            elif table == "silver.orders" and "'valid_status'" in query and "WHERE NOT" in query:
+                rows += [tag + ["4712"], tag + ["4711"]]
+            elif table == "silver.orders" and "count_if(" in query:
+                rows.append(tag + ["2026-03-05", "80", "0", "1"] + [None] * (width - 4))
+            elif query.startswith("SELECT CAST(NULL AS STRING), count(*)"):  # no GROUP BY: one row
+                failed = "1" if table == "silver.star_key_violations" else "0"
+                rows.append(tag + [None, failed, failed] + [None] * (width - 3))
+            elif query.startswith("SELECT source_table, score FROM silver.data_quality"):
+                rows.append(tag + ["orders", "98.5"])
+        return rows
+
+    server.answer_sql = warehouse
+
+    result = dg.materialize([lakehouse_tables], partition_key="2026-03-05", raise_on_error=False,
+                            resources={"lakehouse": server.engine(), "retries": StepRetries(),
+                                       "landing_zone": LocalLandingZone(root=str(tmp_path))})
+
+    assert len(statements) == 4 and len(server.calls("POST", "/api/2.0/sql/statements")) == 4
+    rows_by_file, samples, failures, scores = statements
+    assert all(f"FROM ecomm_dw.{t.name}" in rows_by_file for t in tables if t.read_files)
+    warn = [(t, e) for t in tables for e in t.expectations if e.action == "warn"]
+    assert samples.count("WHERE NOT coalesce(") == len(warn)
+    assert all(f"FROM {t.name}" in failures for t in tables if t.expectations)
+    assert failures.count(" AS _statement, ") == len([t for t in tables if t.expectations])
+    assert scores.startswith("SELECT source_table, score FROM silver.data_quality")
+    checks = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    valid_status = checks["silver/orders", "valid_status"]
+    assert not valid_status.passed and valid_status.metadata["partition_failed_records"].value == 1
+    assert valid_status.metadata["failed_sample"].value == ["4711", "4712"]
+    assert checks["silver/orders", "valid_id"].passed
+    assert checks["silver/orders", "valid_id"].metadata["failed_sample"].value == []
+    assert not checks["silver/star_key_violations", "unique_keys"].passed
+    assert checks["silver/row_accounting", "every_row_accounted"].passed
+    assert checks["bronze/orders", "rows_match_manifest"].metadata["read_when_vouched_now_unnamed"].value == [
+        "orders/ingestion_date=2026-03-05/orders__20260305_180000_000000.csv"]
+    [quality] = [m for m in result.get_asset_materialization_events()
+                 if m.asset_key == dg.AssetKey(["silver", "data_quality"])]
+    assert quality.materialization.metadata["quality_score_orders"].value == 98.5
 
 
 def test_dbt_is_refused_while_an_update_writes_gold(server):

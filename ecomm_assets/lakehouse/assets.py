@@ -18,7 +18,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 
 from ecomm_assets.environment import lakehouse_catalog
 from ecomm_assets.extract.landing_zone import LandingZone, named_files, partition_folder
-from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate
+from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate, query_each
 from ecomm_assets.lakehouse.pipeline_sql import PipelineTable, pipeline_tables
 from ecomm_assets.partitions import ingestion_date_partitions, run_ingestion_dates
 from ecomm_assets.retries import StepRetries
@@ -81,18 +81,30 @@ def _check_specs(table: PipelineTable) -> list[dg.AssetCheckSpec]:
                 for name, description, blocking in specs]
 
 
-def _failures_in_table(table: PipelineTable, lakehouse: LakehouseEngine) -> dict[str | None, tuple[int, ...]]:
-    """{ingestion date: (rows, rows failing each expectation)}, counted on the table as the refresh
-    left it; one entry under None for a table whose rows do not carry ``_ingestion_date``."""
-    if not table.expectations:
-        return {}
-    failures = ", ".join(f"count_if(NOT coalesce({e.condition}, false))" for e in table.expectations)
-    if INGESTION_DATE not in dict(table.columns):
-        [counts] = lakehouse.query(f"SELECT count(*), {failures} FROM {table.name}")
-        return {None: tuple(int(n or 0) for n in counts)}  # no rows: NULL sums
-    rows = lakehouse.query(f"SELECT CAST({INGESTION_DATE} AS STRING), count(*), {failures} "
-                           f"FROM {table.name} GROUP BY 1")
-    return {str(day): tuple(int(n) for n in counts) for day, *counts in rows}
+def _failures_in_tables(tables: Sequence[PipelineTable], lakehouse: LakehouseEngine
+                        ) -> dict[str, dict[str | None, tuple[int, ...]]]:
+    """{table: {ingestion date: (rows, rows failing each expectation)}}, counted on each table as
+    the refresh left it; one entry under None for a table whose rows do not carry
+    ``_ingestion_date``. One statement counts every table: each table's row of counts is padded
+    with NULLs to the widest (a warehouse runs one statement per run, not one per table)."""
+    counted = [table for table in tables if table.expectations]
+    width = max((len(table.expectations) for table in counted), default=0)
+    statements = []
+    for table in counted:
+        failures = ", ".join(f"count_if(NOT coalesce({e.condition}, false))" for e in table.expectations)
+        padding = ", CAST(NULL AS BIGINT)" * (width - len(table.expectations))
+        day, group = ((f"CAST({INGESTION_DATE} AS STRING)", " GROUP BY 1") if INGESTION_DATE in dict(table.columns)
+                      else ("CAST(NULL AS STRING)", ""))
+        statements.append(f"SELECT {day}, count(*), {failures}{padding} FROM {table.name}{group}")
+    in_table = {table.name: {} for table in tables}
+    for table, rows in zip(counted, query_each(lakehouse.query, statements), strict=True):
+        columns = 1 + len(table.expectations)  # the rows, then each expectation's failures: not the padding
+        if INGESTION_DATE in dict(table.columns):
+            in_table[table.name] = {str(day): tuple(int(n) for n in counts[:columns]) for day, *counts in rows}
+        else:
+            [(_, *counts)] = rows
+            in_table[table.name] = {None: tuple(int(n or 0) for n in counts[:columns])}  # no rows: NULL sums
+    return in_table
 
 
 def _quality_scores(lakehouse: LakehouseEngine, day: str) -> dict[str, float]:
@@ -233,7 +245,7 @@ def lakehouse_tables(
     with (retries.on_transient_fault(context),
           lakehouse.writing(context.log, holder=f"run {context.run.run_id} (lakehouse refresh)")):
         updates = lakehouse.refresh(list(tables.values()), dates, context.log, config.full_refresh)
-        in_table = {update.name: _failures_in_table(tables[update.name], lakehouse) for update in updates}
+        in_table = _failures_in_tables([tables[update.name] for update in updates], lakehouse)
         quality_scores = _quality_scores(lakehouse, dates[-1]) if QUALITY_TABLE in tables else {}
     for update in updates:
         table = tables[update.name]

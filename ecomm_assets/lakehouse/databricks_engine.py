@@ -10,7 +10,8 @@ events endpoint is called through ``api_client.do``. The endpoint may leave even
 expectation it reports nothing for is returned as unreported, never as zero failures. For the
 tables that read landed files it then counts, on a SQL warehouse, the rows each holds per landed
 file: Bronze's own count, which the ``rows_match_manifest`` check holds against the extract's
-manifests.
+manifests. Those counts take one statement for all the tables, and the samples of failing keys
+another (``query_each``): a daily run's statements do not grow with the tables.
 """
 
 import json
@@ -28,7 +29,7 @@ from databricks.sdk.errors import DatabricksError
 from databricks.sdk.service.pipelines import UpdateInfo, UpdateInfoCause
 from databricks.sdk.service.sql import StatementResponse, StatementState
 
-from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate
+from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, TableUpdate, query_each
 from ecomm_assets.lakehouse.pipeline_sql import LANDING_ROOT, SOURCE_FILE, PipelineTable
 
 _FINAL_STATES = {"COMPLETED", "FAILED", "CANCELED"}
@@ -101,26 +102,30 @@ class DatabricksLakehouse(LakehouseEngine):
             )
         if update.state.value == "CANCELED":
             raise RuntimeError(f"Update {update.update_id} of pipeline {self.pipeline_id} was canceled.")
-        updates = []
-        for table, table_update in zip(tables, _table_updates(tables, events, log), strict=True):
-            if table.read_files:
-                table_update = replace(table_update, rows_by_file=self._rows_by_file(
-                    workspace, table, [] if full_refresh else ingestion_dates, deadline))
-            updates.append(replace(table_update, expectations=tuple(
-                self._with_sample(workspace, table, result, deadline) for result in table_update.expectations)))
-        return updates
+        updates = _table_updates(tables, events, log)
+        rows_by_file = self._rows_by_file(workspace, [t for t in tables if t.read_files],
+                                          [] if full_refresh else ingestion_dates, deadline)
+        samples = self._failed_samples(workspace, tables, updates, deadline)
+        return [replace(update, rows_by_file=rows_by_file.get(update.name, {}), expectations=tuple(
+                    replace(result, failed_sample=samples.get((update.name, result.name), ()))
+                    for result in update.expectations))
+                for update in updates]
 
-    def _with_sample(self, workspace: WorkspaceClient, table: PipelineTable, result: ExpectationResult,
-                     deadline: float) -> ExpectationResult:
-        """A few keys of the rows that failed a warn expectation (the rows stay in the table)."""
-        [expectation] = [e for e in table.expectations if e.name == result.name]
-        if not result.failed_records or expectation.action != "warn":
-            return result
-        key = table.key
-        rows = self._query(workspace, f"SELECT CAST({key} AS STRING) FROM {self.catalog}.{table.name} WHERE NOT "
-                                      f"coalesce({expectation.condition}, false) ORDER BY 1 LIMIT {_SAMPLE_SIZE}",
-                           deadline)
-        return replace(result, failed_sample=tuple(str(key) for key, in rows))
+    def _failed_samples(self, workspace: WorkspaceClient, tables: Sequence[PipelineTable],
+                        updates: Sequence[TableUpdate], deadline: float) -> dict[tuple[str, str], tuple[str, ...]]:
+        """{(table, expectation): a few keys of the rows that failed it} for each warn expectation the
+        update reports failures for (the rows stay in the table), all read in one statement."""
+        failing = [(table, expectation) for table, update in zip(tables, updates, strict=True)
+                   for expectation, result in zip(table.expectations, update.expectations, strict=True)
+                   if result.failed_records and expectation.action == "warn"]
+        samples = query_each(lambda statement: self._query(workspace, statement, deadline), [
+            f"SELECT CAST({table.key} AS STRING) FROM {self.catalog}.{table.name} WHERE NOT "
+            f"coalesce({expectation.condition}, false) ORDER BY 1 LIMIT {_SAMPLE_SIZE}"
+            for table, expectation in failing])
+        # the keys in the statement's order (a NULL first), which a UNION ALL need not keep
+        return {(table.name, expectation.name): tuple(str(key) for key, in sorted(rows, key=lambda row: (
+                    row[0] is not None, row[0] or "")))
+                for (table, expectation), rows in zip(failing, samples, strict=True)}
 
     def query(self, statement: str) -> list[tuple]:
         return [tuple(row) for row in self._query(self._workspace_client, statement,
@@ -137,14 +142,20 @@ class DatabricksLakehouse(LakehouseEngine):
         raise ValueError("Databricks credentials missing: set a token, or a service principal's client_id "
                          "and client_secret.")
 
-    def _rows_by_file(self, workspace: WorkspaceClient, table: PipelineTable, ingestion_dates: Sequence[str],
-                      deadline: float) -> dict[str, int]:
-        """Rows ``table`` holds from each landed file of ``ingestion_dates`` (every date if none)."""
+    def _rows_by_file(self, workspace: WorkspaceClient, tables: Sequence[PipelineTable],
+                      ingestion_dates: Sequence[str], deadline: float) -> dict[str, dict[str, int]]:
+        """{table: rows it holds from each landed file of ``ingestion_dates`` (every date if none)}
+        for ``tables``, all counted in one statement."""
         dates = ", ".join(f"DATE'{date}'" for date in ingestion_dates)
-        where = f" WHERE _ingestion_date IN ({dates})" if table.kind == "streaming table" and dates else ""
-        rows = self._query(workspace, f"SELECT {SOURCE_FILE}, count(*) FROM {self.catalog}.{table.name}{where} "
-                                      f"GROUP BY {SOURCE_FILE}", deadline)
-        return {uri.removeprefix(self.landing_root.rstrip("/") + "/"): int(count) for uri, count in rows}
+        statements = []
+        for table in tables:
+            where = f" WHERE _ingestion_date IN ({dates})" if table.kind == "streaming table" and dates else ""
+            statements.append(f"SELECT {SOURCE_FILE}, count(*) FROM {self.catalog}.{table.name}{where} "
+                              f"GROUP BY {SOURCE_FILE}")
+        counted = query_each(lambda statement: self._query(workspace, statement, deadline), statements)
+        root = self.landing_root.rstrip("/") + "/"
+        return {table.name: {uri.removeprefix(root): int(count) for uri, count in rows}
+                for table, rows in zip(tables, counted, strict=True)}
 
     def _query(self, workspace: WorkspaceClient, statement: str, deadline: float) -> list[list[str]]:
         """Run ``statement`` on the SQL warehouse and return its rows (values as strings)."""

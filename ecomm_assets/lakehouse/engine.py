@@ -3,7 +3,7 @@ report, per table, the rows written, the rows it holds from each landed file, an
 expectation's passed and failed records."""
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -33,6 +33,20 @@ class TableUpdate:
     # For tables that read landed files: rows the table holds from each file the refresh read,
     # by its key under the landing root ("orders/ingestion_date=2026-03-01/orders.csv").
     rows_by_file: Mapping[str, int] = field(default_factory=dict)
+
+
+def query_each(query: Callable[[str], list], statements: Sequence[str]) -> list[list[tuple]]:
+    """The rows of each of ``statements`` (queries of the same column types), read with one call of
+    ``query``: their UNION ALL, each row led by its statement's index. A warehouse then runs one
+    statement where there would be one per table. A lone statement is sent as it is."""
+    if len(statements) <= 1:
+        return [[tuple(row) for row in query(statement)] for statement in statements]
+    rows = query(" UNION ALL ".join(f"SELECT {index} AS _statement, * FROM ({statement}) AS _part"
+                                    for index, statement in enumerate(statements)))
+    each = [[] for _ in statements]
+    for index, *row in rows:
+        each[int(index)].append(tuple(row))  # the warehouse's JSON answer gives "0", DuckDB 0
+    return each
 
 
 class LakehouseEngine(dg.ConfigurableResource, ABC):
