@@ -19,6 +19,7 @@ EXPECTED_DEPS = {
     **{f"landing/{table}": set() for table in SOURCE_TABLES},
     **{f"bronze/{table}{suffix}": {f"landing/{table}"} for table in SOURCE_TABLES for suffix in ["", "_keys"]},
     "bronze/rescued_columns": {f"bronze/{table}" for table in SOURCE_TABLES},  # new source columns
+    "bronze/unplaced_files": {f"bronze/{table}" for table in SOURCE_TABLES},  # files in no partition
     "bronze/landed_volume": {f"bronze/{table}" for table in SOURCE_TABLES},  # rows landed vs the usual
     # the change feed, applied by AUTO CDC: the latest version of each key, and (three of them) history
     **{f"silver/{table}_changes": {f"bronze/{table}"} for table in SOURCE_TABLES},
@@ -83,6 +84,7 @@ EXPECTED_EXPECTATION_CHECKS = {
     ("silver/history_violations", "sound_history"),
     ("silver/data_quality", "quality_above_threshold"),
     ("bronze/rescued_columns", "no_new_source_columns"),
+    ("bronze/unplaced_files", "every_file_in_a_partition"),
     ("bronze/landed_volume", "usual_volume"),
 }
 EXPECTED_MANIFEST_CHECKS = {(f"bronze/{table}{suffix}", "rows_match_manifest")

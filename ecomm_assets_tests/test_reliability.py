@@ -17,13 +17,23 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import dagster as dg
 import psycopg
 import pytest
 from dagster._core.launcher import WorkerStatus
-from support import DAYS, NIGHTLY, Pipeline, free_port, local_instance, source_rows, wait_for
+from support import (
+    DAYS,
+    LINEAGE_COLUMNS,
+    NIGHTLY,
+    SERVED_TABLES,
+    Pipeline,
+    free_port,
+    local_instance,
+    source_rows,
+    wait_for,
+)
 
 from ecomm_assets import REPO_ROOT
 from ecomm_assets.alerts.sensor import Alerting, failure_alerts
@@ -259,6 +269,32 @@ def test_a_damaged_landed_file_is_never_ingested_and_a_new_extract_repairs_it(sh
 
     assert pipeline.landed("orders", DAYS[-1]).read_bytes() == original
     assert pipeline.served() == expected == fault_free(new_pipeline)
+
+
+def test_a_landed_folder_of_a_day_that_does_not_exist_is_kept_aside_and_named_on_every_run(shop, new_pipeline):
+    """A partition copied by hand to ingestion_date=2026-02-30 (the read_files glob lets it
+    through): the refresh does not fail on it (a cast would, under Databricks' ANSI mode and in
+    DuckDB), Silver leaves its rows out, and every_file_in_a_partition names its files."""
+    pipeline = new_pipeline()
+    pipeline.materialize(DAYS[0], selection=NIGHTLY)
+    folder = pipeline.landed("orders", DAYS[0]).parent
+    copied = folder.with_name("ingestion_date=2026-02-30")
+    shutil.copytree(folder, copied)
+
+    result = pipeline.materialize(DAYS[1], selection=NIGHTLY)
+
+    rows = {f"orders/ingestion_date=2026-02-30/{f.name}": f.read_bytes().count(b"\n") - 1
+            for f in copied.glob("*.csv")}
+    assert {PurePosixPath(file).relative_to(PurePosixPath(file).parents[2]).as_posix(): n for file, n in
+            pipeline.query("SELECT source_file, rows FROM bronze.unplaced_files")} == {k: n for k, n in rows.items() if n}
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "every_file_in_a_partition"]
+    assert not check.passed and check.metadata["table_failed_records"].value == len([n for n in rows.values() if n])
+    clean = new_pipeline("clean")
+    clean.materialize(DAYS[0], selection=NIGHTLY)
+    clean.materialize(DAYS[1], selection=NIGHTLY)
+    silver_and_gold = [table for table in SERVED_TABLES if table.split(".")[0] in ("silver", "gold")]
+    assert ({table: pipeline.rows(table, exclude=LINEAGE_COLUMNS) for table in silver_and_gold}
+            == {table: clean.rows(table, exclude=LINEAGE_COLUMNS) for table in silver_and_gold})
 
 
 # --- crashed runs and a stopped source ----------------------------------------------------------------

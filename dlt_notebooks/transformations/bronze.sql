@@ -16,6 +16,11 @@
 -- pipeline recomputes Silver and Gold from them, and the landing zone's retention may then remove
 -- a file Bronze has read.
 --
+-- A path the landing zone never writes (a folder such as ingestion_date=2026-02-30, which the glob
+-- lets through, or a file renamed by hand) gives NULL for _ingestion_date or _extracted_at (try_cast:
+-- under ANSI mode a cast would fail the whole update): Bronze keeps its rows, Silver leaves them
+-- out, and bronze.unplaced_files names the file on every run until it is removed.
+--
 -- bronze.<table>       every row of every extract: changed rows and deleted keys
 -- bronze.<table>_keys  the key snapshot of the latest extract: every primary key in ecomm-db then,
 --                      with its updated_at, left empty where the change is newer than the windows
@@ -27,8 +32,8 @@ TBLPROPERTIES ('pipelines.reset.allowed' = 'false')
 AS SELECT
   *,
   _metadata.file_path AS _source_file,  -- The landed file the row was read from.
-  to_timestamp(regexp_extract(_metadata.file_path, '__([0-9]{8}_[0-9]{6}_[0-9]{6})[.]csv$', 1), 'yyyyMMdd_HHmmss_SSSSSS') AS _extracted_at,  -- When the extract read ecomm-db (its snapshot, UTC), from the file name.
-  CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,  -- The file's partition: the day (Asia/Bangkok) the rows changed.
+  try_to_timestamp(regexp_extract(_metadata.file_path, '__([0-9]{8}_[0-9]{6}_[0-9]{6})[.]csv$', 1), 'yyyyMMdd_HHmmss_SSSSSS') AS _extracted_at,  -- When the extract read ecomm-db (its snapshot, UTC), from the file name.
+  try_cast(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,  -- The file's partition: the day (Asia/Bangkok) the rows changed.
   current_timestamp() AS _ingested_at  -- When Bronze read the row.
 FROM STREAM read_files(
   '${landing_root}/customers/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/customers*__*.csv',
@@ -63,8 +68,8 @@ TBLPROPERTIES ('pipelines.reset.allowed' = 'false')
 AS SELECT
   *,
   _metadata.file_path AS _source_file,
-  to_timestamp(regexp_extract(_metadata.file_path, '__([0-9]{8}_[0-9]{6}_[0-9]{6})[.]csv$', 1), 'yyyyMMdd_HHmmss_SSSSSS') AS _extracted_at,
-  CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
+  try_to_timestamp(regexp_extract(_metadata.file_path, '__([0-9]{8}_[0-9]{6}_[0-9]{6})[.]csv$', 1), 'yyyyMMdd_HHmmss_SSSSSS') AS _extracted_at,
+  try_cast(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
   current_timestamp() AS _ingested_at
 FROM STREAM read_files(
   '${landing_root}/products/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/products*__*.csv',
@@ -99,8 +104,8 @@ TBLPROPERTIES ('pipelines.reset.allowed' = 'false')
 AS SELECT
   *,
   _metadata.file_path AS _source_file,
-  to_timestamp(regexp_extract(_metadata.file_path, '__([0-9]{8}_[0-9]{6}_[0-9]{6})[.]csv$', 1), 'yyyyMMdd_HHmmss_SSSSSS') AS _extracted_at,
-  CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
+  try_to_timestamp(regexp_extract(_metadata.file_path, '__([0-9]{8}_[0-9]{6}_[0-9]{6})[.]csv$', 1), 'yyyyMMdd_HHmmss_SSSSSS') AS _extracted_at,
+  try_cast(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
   current_timestamp() AS _ingested_at
 FROM STREAM read_files(
   '${landing_root}/orders/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/orders*__*.csv',
@@ -135,8 +140,8 @@ TBLPROPERTIES ('pipelines.reset.allowed' = 'false')
 AS SELECT
   *,
   _metadata.file_path AS _source_file,
-  to_timestamp(regexp_extract(_metadata.file_path, '__([0-9]{8}_[0-9]{6}_[0-9]{6})[.]csv$', 1), 'yyyyMMdd_HHmmss_SSSSSS') AS _extracted_at,
-  CAST(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
+  try_to_timestamp(regexp_extract(_metadata.file_path, '__([0-9]{8}_[0-9]{6}_[0-9]{6})[.]csv$', 1), 'yyyyMMdd_HHmmss_SSSSSS') AS _extracted_at,
+  try_cast(regexp_extract(_metadata.file_path, 'ingestion_date=([0-9-]+)', 1) AS DATE) AS _ingestion_date,
   current_timestamp() AS _ingested_at
 FROM STREAM read_files(
   '${landing_root}/order_items/ingestion_date=[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]/order_items*__*.csv',
@@ -189,6 +194,25 @@ SELECT
 FROM rescued_columns
 WHERE column_name <> '_file_path'  -- read_files() adds the file's path to the rescued data
 GROUP BY 1, 2;
+
+CREATE OR REFRESH MATERIALIZED VIEW bronze.unplaced_files (
+  CONSTRAINT every_file_in_a_partition EXPECT (rows = 0)
+)
+COMMENT 'Landed files whose path names no valid ingestion date or extract time (a folder such as ingestion_date=2026-02-30 copied by hand, a file renamed): one row per file with the rows Bronze read from it. Silver leaves those rows out, so every_file_in_a_partition fails on every run until the file is removed (its rows belong to a real day: re-run that day).'
+AS SELECT
+  _source_file AS source_file,  -- The landed file.
+  count(*) AS rows  -- The rows Bronze read from it, in no partition.
+FROM (
+  SELECT _source_file, _ingestion_date, _extracted_at FROM bronze.customers
+  UNION ALL
+  SELECT _source_file, _ingestion_date, _extracted_at FROM bronze.products
+  UNION ALL
+  SELECT _source_file, _ingestion_date, _extracted_at FROM bronze.orders
+  UNION ALL
+  SELECT _source_file, _ingestion_date, _extracted_at FROM bronze.order_items
+)
+WHERE _ingestion_date IS NULL OR _extracted_at IS NULL
+GROUP BY 1;
 
 CREATE OR REFRESH MATERIALIZED VIEW bronze.landed_volume (
   CONSTRAINT usual_volume EXPECT (trailing_days < 7 OR trailing_median < 50

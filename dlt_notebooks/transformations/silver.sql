@@ -114,7 +114,9 @@ LEFT ANTI JOIN bronze.customers AS earlier
   AND earlier.country <=> landed.country AND earlier.created_at <=> landed.created_at
   AND earlier.updated_at <=> landed.updated_at AND earlier._deleted <=> landed._deleted
   AND (earlier._extracted_at < landed._extracted_at
-       OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date));
+       OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date))
+-- a landed file in no partition stays in Bronze (bronze.unplaced_files)
+WHERE landed._ingestion_date IS NOT NULL AND landed._extracted_at IS NOT NULL;
 
 CREATE OR REFRESH STREAMING TABLE silver.customers (
   CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id'))
@@ -184,7 +186,9 @@ LEFT ANTI JOIN bronze.products AS earlier
   AND earlier.created_at <=> landed.created_at AND earlier.updated_at <=> landed.updated_at
   AND earlier._deleted <=> landed._deleted
   AND (earlier._extracted_at < landed._extracted_at
-       OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date));
+       OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date))
+-- a landed file in no partition stays in Bronze (bronze.unplaced_files)
+WHERE landed._ingestion_date IS NOT NULL AND landed._extracted_at IS NOT NULL;
 
 CREATE OR REFRESH STREAMING TABLE silver.products (
   CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id')),
@@ -276,7 +280,9 @@ LEFT ANTI JOIN bronze.orders AS earlier
   AND earlier.payment_method <=> landed.payment_method AND earlier.created_at <=> landed.created_at
   AND earlier.updated_at <=> landed.updated_at AND earlier._deleted <=> landed._deleted
   AND (earlier._extracted_at < landed._extracted_at
-       OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date));
+       OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date))
+-- a landed file in no partition stays in Bronze (bronze.unplaced_files)
+WHERE landed._ingestion_date IS NOT NULL AND landed._extracted_at IS NOT NULL;
 
 CREATE OR REFRESH STREAMING TABLE silver.orders (
   CONSTRAINT valid_id EXPECT (NOT array_contains(_failed_rules, 'valid_id')),
@@ -354,7 +360,9 @@ LEFT ANTI JOIN bronze.order_items AS earlier
   AND earlier.item_price <=> landed.item_price AND earlier.created_at <=> landed.created_at
   AND earlier.updated_at <=> landed.updated_at AND earlier._deleted <=> landed._deleted
   AND (earlier._extracted_at < landed._extracted_at
-       OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date));
+       OR (earlier._extracted_at = landed._extracted_at AND earlier._ingestion_date < landed._ingestion_date))
+-- a landed file in no partition stays in Bronze (bronze.unplaced_files)
+WHERE landed._ingestion_date IS NOT NULL AND landed._extracted_at IS NOT NULL;
 
 CREATE OR REFRESH STREAMING TABLE silver.order_items_latest
 COMMENT 'The latest version of each order line (AUTO CDC, SCD type 1), typed; a deleted line is gone.';

@@ -34,6 +34,7 @@ import dagster as dg
 import duckdb
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.duckdb import DuckDB
 
 from ecomm_assets.extract.landing_zone import MANIFEST, named_files
 from ecomm_assets.lakehouse.engine import ExpectationResult, LakehouseEngine, LandedFileError, TableUpdate
@@ -72,9 +73,15 @@ def to_duckdb(query: exp.Expression) -> str:
     ``from_utc_timestamp(ts, tz)`` into ``CAST(ts AS TIMESTAMP) AT TIME ZONE tz`` with a naive
     TIMESTAMP, which DuckDB reads as a wall time *in* tz and shifts the wrong way; cast to
     TIMESTAMPTZ instead, whatever the session time zone. ``to_timestamp(text, format)`` becomes
-    DuckDB's ``strptime``, a naive TIMESTAMP: read as UTC, the session time zone, it is cast too.
+    DuckDB's ``strptime``, a naive TIMESTAMP: read as UTC, the session time zone, it is cast too;
+    ``try_to_timestamp``, which sqlglot does not know, becomes ``try_strptime`` the same way.
     """
     query = query.copy()
+    for call in [f for f in query.find_all(exp.Anonymous) if f.name.lower() == "try_to_timestamp"]:
+        text, format_ = call.expressions
+        parse = exp.maybe_parse(f"to_timestamp(text, {format_.sql(DIALECT)})", dialect=DIALECT)
+        strftime = exp.maybe_parse(DuckDB().generator().format_time(parse), dialect="duckdb")  # the format in DuckDB's terms
+        call.replace(exp.cast(exp.Anonymous(this="TRY_STRPTIME", expressions=[text, strftime]), "TIMESTAMPTZ"))
     for at_zone in query.find_all(exp.AtTimeZone):
         cast = at_zone.this
         if isinstance(cast, exp.Cast) and cast.to.this == exp.DataType.Type.TIMESTAMP:

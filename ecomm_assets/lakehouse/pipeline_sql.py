@@ -351,6 +351,8 @@ def _parse_statement(text: str, known: dict[str, dict[str, str]], source_file: s
         call.parent.replace(exp.to_table(LANDED))
         schema["_landing"] = {"files": _source_schema(read_files)}  # for typing only: a qualified name
         _read_files_call(typed).parent.replace(exp.to_table("_landing.files"))
+    for call in [f for f in typed.find_all(exp.Anonymous) if f.name.lower() == "try_to_timestamp"]:
+        call.replace(exp.cast(call.copy(), "TIMESTAMP"))  # for typing only: sqlglot does not know it
     mapping = MappingSchema(schema, dialect=DIALECT)
     typed = annotate_types(qualify(typed, schema=mapping, dialect=DIALECT), schema=mapping, dialect=DIALECT)
     columns = tuple(
