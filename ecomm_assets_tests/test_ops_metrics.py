@@ -88,7 +88,9 @@ def test_each_run_is_exported_once_with_its_steps_rows_checks_and_quality(shop, 
         # The database down: the run (now of the scheduled job) waits, and is written when it is back.
         nightly_job = dg.Definitions(assets=pipeline.assets, jobs=[batch_ecomm_pipeline],
                                      resources=pipeline.resources).resolve_job_def(batch_ecomm_pipeline.name)
-        later = nightly_job.execute_in_process(instance=instance, partition_key=DAYS[2])
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("ECOMM_HOME", str(pipeline.home))  # dbt's profile reads it (Gold's dbt source tests)
+            later = nightly_job.execute_in_process(instance=instance, partition_key=DAYS[2])
         shop.stop()
         try:
             waiting = tick(instance, store, result.cursor, pipeline.resources["lakehouse"])
