@@ -126,6 +126,7 @@ def _output_to(log: Path) -> Iterator[TextIO]:
 
 
 ENGINE_LINE = re.compile(r"\w+\.\w+: \d+ rows")  # the local engine's line per table it refreshed
+NOTICE = ("Waiting for ", "Transient fault, retry ")  # what a step waits for (waiting.py, retries.py)
 
 
 class StepReport:
@@ -138,6 +139,7 @@ class StepReport:
         self.started, self.ended, self.rows = {}, {}, defaultdict(dict)  # rows: {step: {asset: row count}}
         self.failed_checks = defaultdict(lambda: defaultdict(dict))  # {step: {check: {day: failed rows}}}
         self.errors, self.tables_refreshed = {}, defaultdict(int)
+        self.notices: list[tuple[str, str]] = []  # (step, what it waits for), in order
 
     def read(self) -> None:
         """Take in the run's events stored since the last read."""
@@ -156,6 +158,8 @@ class StepReport:
         if event is None:
             if ENGINE_LINE.fullmatch(entry.user_message or ""):
                 self.tables_refreshed[step] += 1
+            elif (entry.user_message or "").startswith(NOTICE):
+                self.notices.append((step, entry.user_message.splitlines()[0]))
         elif event.event_type == dg.DagsterEventType.STEP_START:
             self.started[step] = entry.timestamp
         elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
@@ -196,11 +200,15 @@ class StepReport:
 
 
 def _print_steps_as_they_end(report: StepReport, out: TextIO, stop: threading.Event, tables: int) -> None:
-    """While the run goes on: print each step's lines when it ends and, at most every 5 s, how many
-    of the ``tables`` a running lakehouse step has refreshed (then that it stores their events)."""
-    printed, said, said_at = set(), {}, 0.0
+    """While the run goes on: print what a step waits for as it says so, each step's lines when it
+    ends and, at most every 5 s, how many of the ``tables`` a running lakehouse step has refreshed
+    (then that it stores their events)."""
+    printed, said, said_at, noticed = set(), {}, 0.0, 0
     while not stop.wait(1):
         report.read()
+        for step, notice in report.notices[noticed:]:
+            print(f"         {step}: {notice}", file=out)
+        noticed = len(report.notices)
         for step in [s for s in report.started if s in report.ended and s not in printed]:
             print("\n".join(report.lines(step)), file=out)
             printed.add(step)

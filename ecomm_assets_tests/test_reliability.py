@@ -39,6 +39,7 @@ from ecomm_assets import REPO_ROOT
 from ecomm_assets.alerts.sensor import Alerting, failure_alerts
 from ecomm_assets.lakehouse.repair_sensor import REPAIR_TAG, rerun_out_of_sync_days
 from ecomm_assets.local_run_launcher import fail_dead_runs
+from ecomm_assets.local_stack import StepReport
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
 
 pytestmark = pytest.mark.slow
@@ -475,6 +476,11 @@ def test_the_lakehouse_and_dbt_steps_retry_while_another_run_holds_the_lakehouse
             result = pipeline.materialize(DAYS[0], DAYS[-1], selection=selection)
             released.join()
         assert step in retried_steps(result), selection
+        report = StepReport(pipeline.instance, result.run_id)  # what `make run` prints while it waits
+        report.read()
+        notices = [notice for at, notice in report.notices if at == step]
+        assert notices[0].startswith("Waiting for the lakehouse file "), notices
+        assert any(n.startswith("Transient fault, retry 1 of 3 in 2 s: TimeoutError: Gave up after") for n in notices)
     assert pipeline.served() == fault_free(new_pipeline)
 
 
