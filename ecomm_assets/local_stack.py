@@ -243,6 +243,7 @@ def build(days: str | None) -> None:
     except ValueError as error:
         sys.exit(str(error))
     from ecomm_assets.definitions import defs  # here: the partitions start at ECOMM_FIRST_INGESTION_DATE
+    from ecomm_assets.lakehouse.assets import lakehouse_tables
 
     selection = dg.AssetSelection.all() if days else dg.AssetSelection.all() - dg.AssetSelection.groups("landing")
     tags = range_tags(first, last)
@@ -267,7 +268,7 @@ def build(days: str | None) -> None:
         with _output_to(log) as terminal:
             reporter = threading.Thread(target=_print_steps_as_they_end, args=(
                 StepReport(instance, run_id), terminal, stop,
-                sum(key.path[0] in ("bronze", "silver", "gold") for key in keys)))
+                len(keys & lakehouse_tables.keys)))
             reporter.start()
             try:
                 result = defs.resolve_job_def(ecomm_pipeline.name).execute_in_process(

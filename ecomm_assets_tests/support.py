@@ -16,6 +16,7 @@ import pytest
 from ecomm_assets import REPO_ROOT, environment
 from ecomm_assets.definitions import defs
 from ecomm_assets.extract.landing_zone import partition_folder
+from ecomm_assets.partitions import range_tags
 from ecomm_assets.source import demo_data
 from ecomm_assets.source.embedded_server import EmbeddedPostgres
 
@@ -68,8 +69,7 @@ class Pipeline:
                     **run_config) -> dg.ExecuteInProcessResult:
         """One run over the partition range first..last (a single-run backfill when they differ);
         ``run_config`` by op name, e.g. ``landing_extracts={"lookback_hours": 0}``."""
-        tags = {"dagster/asset_partition_range_start": first,
-                "dagster/asset_partition_range_end": last or first, **(tags or {})}
+        tags = {**range_tags(first, last or first), **(tags or {})}
         with pytest.MonkeyPatch.context() as env:
             env.setenv("ECOMM_HOME", str(self.home))  # dbt's profile reads it
             result = dg.materialize(self.assets, selection=selection, resources=self.resources, tags=tags,

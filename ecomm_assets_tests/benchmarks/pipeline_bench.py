@@ -246,14 +246,14 @@ def fresh_clone_figures(workdir: Path) -> list[Figure]:
 # the step's start to the engine's last "<table>: <n> rows" line: the rest of the step stores the
 # materializations and check results), and of its dbt and dashboard steps.
 _STEP_TIMES = """
-import re
 import dagster as dg
+from ecomm_assets.local_stack import ENGINE_LINE
 instance = dg.DagsterInstance.get()
 run = instance.get_run_records(limit=1)[0]
 steps = {s.step_key: s for s in instance.get_run_step_stats(run.dagster_run.run_id)}
 lakehouse = steps["batch_ecomm_pipeline_tables"]
 engine = [e.timestamp for e in instance.all_logs(run.dagster_run.run_id)
-          if e.step_key == lakehouse.step_key and re.fullmatch(r"\\w+\\.\\w+: \\d+ rows", e.user_message or "")]
+          if e.step_key == lakehouse.step_key and ENGINE_LINE.fullmatch(e.user_message or "")]
 print(run.end_time - run.start_time, lakehouse.end_time - lakehouse.start_time, engine[-1] - lakehouse.start_time,
       *(steps[k].end_time - steps[k].start_time for k in ("metric_models", "ecommerce_analytics_dashboard")))
 """
