@@ -104,10 +104,12 @@ def _direct_duckdb(database: Path, landing_root: Path) -> None:
                 relation.meta.pop("stream", None)  # a stream read whole
             landed = ""
             if table.read_files:
-                csv = landing_root / table.read_files.glob
-                landed = (f"WITH {LANDED} AS (SELECT * EXCLUDE (filename), NULL::VARCHAR AS _rescued_data, "
-                          f"{{'file_path': filename}} AS _metadata FROM read_csv('{csv}', header = true, "
-                          f"all_varchar = true, filename = true, union_by_name = true)) ")
+                csv = f"read_csv('{landing_root / table.read_files.glob}', header = true, all_varchar = true, " \
+                      "filename = true, union_by_name = true)"
+                present = {row[0] for row in db.execute(f"DESCRIBE SELECT * FROM {csv}").fetchall()}
+                absent = "".join(f", NULL::VARCHAR AS {c}" for c in table.read_files.schema if c not in present)
+                landed = (f"WITH {LANDED} AS (SELECT * EXCLUDE (filename){absent}, NULL::VARCHAR AS _rescued_data, "
+                          f"{{'file_path': filename}} AS _metadata FROM {csv}) ")
             keep = [to_duckdb(sqlglot.parse_one(e.condition, read="databricks"))
                     for e in table.expectations if e.action == "drop"]
             where = " AND ".join(f"coalesce(({c}), false)" for c in keep) or "true"
