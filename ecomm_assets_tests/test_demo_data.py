@@ -36,12 +36,23 @@ def test_a_shop_that_was_there_before_its_window_and_lives_on_in_it(postgres):
     assert by_weekday[6] > by_weekday[1]  # more on Saturdays than on Mondays
     [(signed_up_before, new_in_window)] = source_rows(postgres, f"""SELECT count(*) FILTER (WHERE created_at <
         '{FIRST_DAY.isoformat()}'), count(*) FILTER (WHERE created_at >= '{FIRST_DAY.isoformat()}') FROM customers""")
-    assert signed_up_before > 900 and 30 <= new_in_window <= 200
+    assert signed_up_before > 10_000 and 20 * WINDOW <= new_in_window <= 40 * WINDOW  # about 30 sign-ups a day
     [(window_orders, returning)] = source_rows(postgres, f"""
         WITH o AS (SELECT customer_id, ordered_at, min(ordered_at) OVER (PARTITION BY customer_id) AS first FROM orders)
         SELECT count(*), count(*) FILTER (WHERE first < '{FIRST_DAY.isoformat()}') FROM o
         WHERE ordered_at >= '{FIRST_DAY.isoformat()}'""")
     assert returning > 0.6 * window_orders  # most of the window's orders come from customers who ordered before
+    [(first_orders_at_sign_up,)] = source_rows(postgres, f"""SELECT bool_and(first - created_at < interval '2 hours')
+        FROM customers JOIN (SELECT customer_id, min(ordered_at) AS first FROM orders GROUP BY 1) o USING (customer_id)
+        WHERE created_at >= '{FIRST_DAY.isoformat()}'""")
+    assert first_orders_at_sign_up  # a customer signs up to place an order
+    cohorts = dict(source_rows(postgres, """SELECT date_trunc('month', first AT TIME ZONE 'Asia/Bangkok'), count(*)
+        FROM (SELECT customer_id, min(ordered_at) AS first FROM orders GROUP BY 1) o GROUP BY 1"""))
+    # every month of the data brings customers; the first holds more (the customers who signed up
+    # before the data and come back in it), not everyone (it held 80% before sign-ups placed orders)
+    assert max(cohorts.values()) < 0.6 * sum(cohorts.values())
+    sizes = [size for _, size in sorted(cohorts.items())]
+    assert all(size >= 0.1 * sum(sizes) for size in sizes[1:-1])  # the first and last months are partial
     statuses = dict(source_rows(postgres, "SELECT status, count(*) FROM orders GROUP BY 1"))
     assert set(statuses) == {"pending", "shipped", "delivered", "cancelled", "returned"}
     assert statuses["returned"] == SIZE.invalid_orders  # breaks the contract on purpose

@@ -1,9 +1,10 @@
 """Deterministic demo data for ecomm-db: a shop's life, and the source moved forward through it.
 
 The shop is planned as the versions its rows go through, each written at its ``updated_at``:
-customers sign up (over the year before the window, for the demo) and come back with their own
-habits, products are listed and repriced, orders come in every day with a weekly rhythm (more at
-the weekend) and move pending -> shipped -> delivered or get cancelled, some customers move city
+customers sign up (over the year before the window, for the demo), place their first order as they
+sign up and come back with their own habits (most rarely, a few often, all less as time passes),
+products are listed and repriced, orders come in every day with a weekly rhythm (more at the
+weekend) and move pending -> shipped -> delivered or get cancelled, some customers move city
 (a few twice), support deletes a few orders, and a handful of rows break the data contract on
 purpose (an unknown order status, a negative item price) so that the Silver expectations have
 something to catch.
@@ -16,6 +17,7 @@ shop's past, then the last days one at a time, extracting each day after its cha
 
 import bisect
 import itertools
+import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,6 +34,10 @@ CITIES = (("Bangkok", "Thailand"), ("Chiang Mai", "Thailand"), ("Phuket", "Thail
           ("Jakarta", "Indonesia"), ("Manila", "Philippines"))
 # Orders per weekday (Monday first, Asia/Bangkok) against the average day.
 WEEKLY_RHYTHM = (0.93, 0.94, 0.97, 0.99, 1.05, 1.14, 0.98)
+# How a customer's orders thin out after sign-up: the chance that one comes back falls by e every
+# LOYALTY_DECAY, down to LOYALTY_FLOOR of what it was.
+LOYALTY_DECAY = timedelta(days=90)
+LOYALTY_FLOOR = 0.1
 # The source tables, parents first, with their columns (as COPY writes them) and primary key.
 TABLES = {
     "customers": ("customer_id", "customer_id, first_name, last_name, email, city, country, created_at, updated_at"),
@@ -43,7 +49,7 @@ TABLES = {
 
 @dataclass(frozen=True)
 class DemoSize:
-    customers: int = 1_150
+    customers: int = 12_000  # about 30 sign-ups a day over the year before the window and in it
     products: int = 500
     orders_per_day: int = 333
     days_before: int = 0  # the shop's life before the window: customers sign up over a year, orders these days
@@ -95,7 +101,7 @@ def plan(start: datetime, end: datetime, size: DemoSize = DemoSize(), seed: int 
         for at in sorted(_between(rng, max(created, orders_from), end) for _ in range(moves)):
             city = rng.choice([c for c in CITIES if c != city])
             life.versions["customers"].append((customer_id, first, last, email, *city, created, at))
-        customers.append((created, customer_id, rng.lognormvariate(0, 1)))  # some come back often
+        customers.append((created, customer_id, rng.lognormvariate(0, 1.5)))  # most rarely, a few often
     customers.sort()
     signed_up = [created for created, _, _ in customers]
     habits = list(itertools.accumulate(weight for _, _, weight in customers))
@@ -103,15 +109,27 @@ def plan(start: datetime, end: datetime, size: DemoSize = DemoSize(), seed: int 
     def price_at(product_id: int, moment: datetime) -> Decimal:
         return [p for at, p in prices[product_id] if at <= moment][-1]
 
+    def first_order(created: datetime) -> datetime:
+        return min(created + rng.uniform(0.05, 2) * hour, end - timedelta(seconds=1))
+
+    # Each day: the first orders of the day's sign-ups, then the rest of its demand from customers
+    # who signed up before, each as likely as their habit.
     order_id = item_id = 0
     window_orders = []
     for day_start in (orders_from + n * day for n in range((end - orders_from).days)):
         placed = round(size.orders_per_day * WEEKLY_RHYTHM[day_start.weekday()] * rng.uniform(0.9, 1.1))
-        for ordered_at in sorted(_between(rng, day_start, day_start + day) for _ in range(placed)):
-            signed = bisect.bisect_right(signed_up, ordered_at)
-            if not signed:
-                continue
-            customer_id = customers[bisect.bisect_left(habits, rng.random() * habits[signed - 1])][1]
+        new = customers[bisect.bisect_left(signed_up, day_start):bisect.bisect_left(signed_up, day_start + day)]
+        day_orders = [(first_order(created), customer_id) for created, customer_id, _ in new]
+        day_orders += [(_between(rng, day_start, day_start + day), None) for _ in range(max(placed - len(new), 0))]
+        for ordered_at, customer_id in sorted(day_orders, key=lambda order: order[0]):
+            if customer_id is None:
+                signed = bisect.bisect_right(signed_up, ordered_at)
+                if not signed:
+                    continue
+                while True:  # a customer drifts away: one who signed up long ago is less likely to come back
+                    created, customer_id, _ = customers[bisect.bisect_left(habits, rng.random() * habits[signed - 1])]
+                    if rng.random() < LOYALTY_FLOOR + (1 - LOYALTY_FLOOR) * math.exp((created - ordered_at) / LOYALTY_DECAY):
+                        break
             order_id += 1
             payment = rng.choice(PAYMENT_METHODS)
             statuses = [("pending", ordered_at)]

@@ -35,7 +35,7 @@ from ecomm_assets_tests.support import free_port
 
 ICT = ZoneInfo("Asia/Bangkok")
 END = datetime(2027, 6, 1, tzinfo=ICT)  # the measured day is 2027-05-31; 730 days back is within the partitions
-CUSTOMERS_PER_DAY = 40  # the demo's 1,150 customers over 30 days
+CUSTOMERS_PER_DAY = 30  # the demo's sign-ups a day
 log = logging.getLogger("bench")
 
 # The measured day, in a fresh process: its extract, then the timed refresh; prints seconds and VmHWM.
