@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import holidays
 import pytest
 import sqlglot
 
@@ -393,6 +394,21 @@ def test_the_date_dimension_knows_iso_weeks_weekends_and_thai_holidays(engine):
         ("2026-12-07", 4, 2026, 50, 1, "Monday", False, None)]
     assert query(engine, "SELECT count(*), min(date_key)::VARCHAR, max(date_key)::VARCHAR FROM silver.dim_date") == [
         (4018, "2020-01-01", "2030-12-31")]
+
+
+def test_the_date_dimension_places_the_buddhist_holidays_where_the_thai_lunar_calendar_does(engine):
+    """The lunar holidays are listed in the SQL: the same days as an independent computation (the
+    holidays package, which checks them against the Bank of Thailand), two on one day joined."""
+    engine.refresh([PIPELINE["silver.dim_date"]], [], log)
+    lunar = ("Makha Bucha", "Visakha Bucha", "Asarnha Bucha", "Buddhist Lent Day")
+    listed = {(day, name) for day, names in query(engine, "SELECT date_key, holiday_name FROM silver.dim_date "
+                                                          "WHERE holiday_name IS NOT NULL")
+              for name in names.split("; ") if name in lunar}
+    thai = holidays.Thailand(years=range(2020, 2031), language="en_US")
+    assert listed == {(day, name) for day, names in thai.items() for name in names.split("; ") if name in lunar}
+    assert len(listed) == 44
+    assert query(engine, "SELECT holiday_name FROM silver.dim_date WHERE date_key = '2023-06-03'") == [
+        ("Queen Suthida's Birthday; Visakha Bucha",)]
 
 
 def test_a_first_load_larger_than_a_row_group_reaches_the_star_whole(engine, zone):

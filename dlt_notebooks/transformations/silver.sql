@@ -41,8 +41,8 @@
 -- conformed dimensions ------------------------------------------------------------------------------
 
 CREATE OR REFRESH MATERIALIZED VIEW silver.dim_date
-COMMENT 'One row per day from 2020 to 2030: the calendar of order_date (Asia/Bangkok) with ISO week, quarter, weekday, weekend and Thai public holidays. Only the holidays on a fixed date are listed; the Buddhist holidays on lunar dates (Makha Bucha, Visakha Bucha, Asarnha Bucha, Buddhist Lent) and substitution days change every year and are not.'
-AS WITH holidays AS (
+COMMENT 'One row per day from 2020 to 2030: the calendar of order_date (Asia/Bangkok) with ISO week, quarter, weekday, weekend and Thai public holidays: those on a fixed date, and the Buddhist holidays on lunar dates (Makha Bucha, Visakha Bucha, Asarnha Bucha, Buddhist Lent Day) as the Thai lunisolar calendar places them. Substitution days (a holiday on a weekend moved to a weekday) are declared by the cabinet each year and are not listed.'
+AS WITH fixed AS (
   SELECT * FROM VALUES
     (1, 1, 'New Year\'s Day'),
     (4, 6, 'Chakri Memorial Day'),
@@ -60,9 +60,68 @@ AS WITH holidays AS (
     (12, 10, 'Constitution Day'),
     (12, 31, 'New Year\'s Eve')
     AS fixed(month, day, holiday_name)
+), lunar AS (
+  -- The full moon of the 3rd, 6th and 8th lunar months and the day after the last, 2020-2030, as
+  -- the Thai lunisolar calendar places them (computed with the holidays package, which checks them
+  -- against the Bank of Thailand's lists; ecomm_assets_tests/test_lakehouse_engine.py compares).
+  SELECT * FROM VALUES
+    (DATE'2020-02-08', 'Makha Bucha'),
+    (DATE'2020-05-06', 'Visakha Bucha'),
+    (DATE'2020-07-05', 'Asarnha Bucha'),
+    (DATE'2020-07-06', 'Buddhist Lent Day'),
+    (DATE'2021-02-26', 'Makha Bucha'),
+    (DATE'2021-05-26', 'Visakha Bucha'),
+    (DATE'2021-07-24', 'Asarnha Bucha'),
+    (DATE'2021-07-25', 'Buddhist Lent Day'),
+    (DATE'2022-02-16', 'Makha Bucha'),
+    (DATE'2022-05-15', 'Visakha Bucha'),
+    (DATE'2022-07-13', 'Asarnha Bucha'),
+    (DATE'2022-07-14', 'Buddhist Lent Day'),
+    (DATE'2023-03-06', 'Makha Bucha'),
+    (DATE'2023-06-03', 'Visakha Bucha'),
+    (DATE'2023-08-01', 'Asarnha Bucha'),
+    (DATE'2023-08-02', 'Buddhist Lent Day'),
+    (DATE'2024-02-24', 'Makha Bucha'),
+    (DATE'2024-05-22', 'Visakha Bucha'),
+    (DATE'2024-07-20', 'Asarnha Bucha'),
+    (DATE'2024-07-21', 'Buddhist Lent Day'),
+    (DATE'2025-02-12', 'Makha Bucha'),
+    (DATE'2025-05-11', 'Visakha Bucha'),
+    (DATE'2025-07-10', 'Asarnha Bucha'),
+    (DATE'2025-07-11', 'Buddhist Lent Day'),
+    (DATE'2026-03-03', 'Makha Bucha'),
+    (DATE'2026-05-31', 'Visakha Bucha'),
+    (DATE'2026-07-29', 'Asarnha Bucha'),
+    (DATE'2026-07-30', 'Buddhist Lent Day'),
+    (DATE'2027-02-21', 'Makha Bucha'),
+    (DATE'2027-05-20', 'Visakha Bucha'),
+    (DATE'2027-07-18', 'Asarnha Bucha'),
+    (DATE'2027-07-19', 'Buddhist Lent Day'),
+    (DATE'2028-02-10', 'Makha Bucha'),
+    (DATE'2028-05-08', 'Visakha Bucha'),
+    (DATE'2028-07-06', 'Asarnha Bucha'),
+    (DATE'2028-07-07', 'Buddhist Lent Day'),
+    (DATE'2029-02-27', 'Makha Bucha'),
+    (DATE'2029-05-27', 'Visakha Bucha'),
+    (DATE'2029-07-25', 'Asarnha Bucha'),
+    (DATE'2029-07-26', 'Buddhist Lent Day'),
+    (DATE'2030-02-17', 'Makha Bucha'),
+    (DATE'2030-05-16', 'Visakha Bucha'),
+    (DATE'2030-07-14', 'Asarnha Bucha'),
+    (DATE'2030-07-15', 'Buddhist Lent Day')
+    AS lunar(holiday_date, holiday_name)
 ), days AS (
   SELECT CAST(day AS DATE) AS day
   FROM (SELECT explode(sequence(DATE'2020-01-01', DATE'2030-12-31', INTERVAL 1 DAY)) AS day)
+), holidays AS (
+  SELECT days.day, fixed.holiday_name
+  FROM days JOIN fixed ON fixed.month = month(days.day) AND fixed.day = day(days.day)
+  UNION ALL
+  SELECT holiday_date, holiday_name FROM lunar
+), named AS (  -- two holidays may fall on one day (Visakha Bucha on the Queen's birthday in 2023)
+  SELECT day, array_join(sort_array(collect_list(holiday_name)), '; ') AS holiday_name
+  FROM holidays
+  GROUP BY day
 )
 SELECT
   days.day AS date_key,  -- The day: what order_date joins on.
@@ -75,10 +134,10 @@ SELECT
   datediff(days.day, DATE'2000-01-03') % 7 + 1 AS iso_day_of_week,  -- 1 (Monday) to 7 (Sunday).
   date_format(days.day, 'EEEE') AS weekday_name,  -- Monday ... Sunday.
   datediff(days.day, DATE'2000-01-03') % 7 >= 5 AS is_weekend,  -- Saturday or Sunday.
-  holidays.holiday_name,  -- The Thai public holiday on a fixed date that falls on the day, or NULL.
-  holidays.holiday_name IS NOT NULL AS is_public_holiday  -- A fixed-date Thai public holiday.
+  named.holiday_name,  -- The Thai public holiday(s) on the day ('; ' between two), or NULL.
+  named.holiday_name IS NOT NULL AS is_public_holiday  -- A Thai public holiday (substitution days not included).
 FROM days
-LEFT JOIN holidays ON holidays.month = month(days.day) AND holidays.day = day(days.day);
+LEFT JOIN named ON named.day = days.day;
 
 -- customers -----------------------------------------------------------------------------------------
 
