@@ -259,6 +259,15 @@ def test_order_date_is_the_bangkok_date_of_the_utc_instant(tmp_path):
             assert db.execute(to_duckdb(query_)).fetchone()[0].isoformat() == "2026-03-02", zone_name
 
 
+def test_count_if_counts_no_row_as_zero_as_spark_does():
+    """A day of the key snapshot that Silver holds no version of (a first run of a later day) has
+    silver_rows 0, not NULL: a NULL made its quality score NULL and the dashboard fail."""
+    query_ = sqlglot.parse_one("SELECT g, count_if(a = b) FROM t GROUP BY g ORDER BY g", read="databricks")
+    with duckdb.connect() as db:
+        db.execute("CREATE TABLE t AS SELECT * FROM (VALUES (1, 1, 1), (1, 1, 2), (2, 1, NULL)) v(g, a, b)")
+        assert db.execute(to_duckdb(query_)).fetchall() == [(1, 1), (2, 0)]
+
+
 def test_a_malformed_dlt_header_names_the_file_and_table(tmp_path):
     sql = tmp_path / "broken.sql"
     sql.write_text("CREATE OR REFRESH MATERIALIZED VIEW gold.x (CONSTRAINT oops (a > 0)) AS SELECT 1 AS a")

@@ -75,6 +75,9 @@ def to_duckdb(query: exp.Expression) -> str:
     TIMESTAMPTZ instead, whatever the session time zone. ``to_timestamp(text, format)`` becomes
     DuckDB's ``strptime``, a naive TIMESTAMP: read as UTC, the session time zone, it is cast too;
     ``try_to_timestamp``, which sqlglot does not know, becomes ``try_strptime`` the same way.
+    Spark's ``count_if`` counts the rows where the condition is true, 0 when there is none; DuckDB's
+    ``count_if`` gives NULL over a group whose conditions are all NULL: it becomes
+    ``count(CASE WHEN condition THEN 1 END)``.
     """
     query = query.copy()
     for call in [f for f in query.find_all(exp.Anonymous) if f.name.lower() == "try_to_timestamp"]:
@@ -86,6 +89,8 @@ def to_duckdb(query: exp.Expression) -> str:
         cast = at_zone.this
         if isinstance(cast, exp.Cast) and cast.to.this == exp.DataType.Type.TIMESTAMP:
             cast.set("to", exp.DataType.build("TIMESTAMPTZ"))
+    for count_if in list(query.find_all(exp.CountIf)):
+        count_if.replace(exp.Count(this=exp.If(this=count_if.this.copy(), true=exp.Literal.number(1))))
     for parse in list(query.find_all(exp.StrToTime)):
         parse.replace(exp.cast(parse.copy(), "TIMESTAMPTZ"))
     return query.sql("duckdb")
