@@ -188,10 +188,10 @@ def alerting() -> Alerting:
 def tableau_workspace():
     """Tableau Server when TABLEAU_SERVER_NAME is set, Tableau Cloud when TABLEAU_POD_NAME is
     (connected-app credentials in TABLEAU_*), else None: the local dashboard serves the KPIs."""
-    from ecomm_assets.serving.tableau import TableauCloud, TableauServer
-
     if not (os.getenv("TABLEAU_SERVER_NAME") or os.getenv("TABLEAU_POD_NAME")):
         return None
+    from ecomm_assets.serving.tableau import TableauCloud, TableauServer  # its clients load only when used
+
     env = _required("TABLEAU_SITE_NAME", "TABLEAU_CONNECTED_APP_CLIENT_ID", "TABLEAU_CONNECTED_APP_SECRET_ID",
                     "TABLEAU_CONNECTED_APP_SECRET_VALUE", "TABLEAU_USERNAME")
     site = dict(connected_app_client_id=env["TABLEAU_CONNECTED_APP_CLIENT_ID"],

@@ -146,13 +146,14 @@ class DemoShop:
             demo_data.generate(connection, DEMO_END - timedelta(days=days), DEMO_END, size)
         self.days = [(DEMO_END - timedelta(days=days - i)).date().isoformat() for i in range(days)]
         self.workdir = workdir
+        self.instance = dg.DagsterInstance.ephemeral()  # its runs see each other's materializations
 
     def run(self, home: Path, first: str, last: str, selection: str = "*",
             instance: dg.DagsterInstance | None = None) -> str:
         os.environ["ECOMM_HOME"] = str(home)  # dbt's profile reads it
         result = dg.materialize(
             defs.assets, selection=selection, resources=environment.local_resources(home, self.server.port),
-            tags=range_tags(first, last), instance=instance)
+            tags=range_tags(first, last), instance=instance or self.instance)
         assert result.success
         return result.run_id
 
