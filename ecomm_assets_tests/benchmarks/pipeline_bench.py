@@ -224,7 +224,9 @@ def fresh_clone_figures(workdir: Path) -> list[Figure]:
     clone = workdir / "clone"
     shutil.rmtree(clone, ignore_errors=True)
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("ECOMM_HOME", "DAGSTER_HOME", "VIRTUAL_ENV")}
+    # the clone's Makefile derives these from its own folder and port (make bench exports ours)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ECOMM_HOME", "DAGSTER_HOME", "ECOMM_DAGSTER_PG_URL", "VIRTUAL_ENV")}
     env["ECOMM_PG_PORT"] = str(free_port())
     timed = {}
     for target in ("install", "manifest", "run"):
