@@ -53,6 +53,7 @@ from ecomm_assets.lakehouse.pipeline_sql import (
 from ecomm_assets.waiting import wait_for_lock
 
 _SAMPLE_SIZE = 5
+COMMITTED = "Refresh committed to"  # the engine's last line of a refresh
 # The engine's own bookkeeping, beside the pipeline's schemas: which landed files each streaming
 # reader (a table reading files or a stream, an AUTO CDC flow) has taken, and how many rows.
 _FILES_READ = "_pipeline.files_read"
@@ -202,6 +203,7 @@ class DuckDBLakehouse(LakehouseEngine):
                     updates.append(self._recompute(connection, table))
                 log.info(f"{table.name}: {updates[-1].row_count} rows")
             connection.execute("COMMIT")
+        log.info(f"{COMMITTED} {self.database}")  # written and checkpointed: the SQL's end
         return updates
 
     @staticmethod

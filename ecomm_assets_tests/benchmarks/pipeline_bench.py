@@ -27,9 +27,8 @@ from ecomm_assets.extract.landing_zone import (
     key_snapshot_folder,
     partition_folder,
 )
-from ecomm_assets.lakehouse.duckdb_engine import DuckDBLakehouse, _history, to_duckdb
+from ecomm_assets.lakehouse.duckdb_engine import COMMITTED, DuckDBLakehouse, _history, to_duckdb
 from ecomm_assets.lakehouse.pipeline_sql import END_AT, LANDED, START_AT, pipeline_tables
-from ecomm_assets.local_stack import ENGINE_LINE
 from ecomm_assets.metrics.dbt_cli import DBT_EXECUTABLE
 from ecomm_assets.metrics.project import DBT_PROJECT_DIR
 from ecomm_assets.partitions import range_tags
@@ -258,14 +257,14 @@ def fresh_clone_figures(workdir: Path) -> list[Figure]:
 
 def run_times(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
     """Seconds of a run: in all, and of each part of its work: the extract (its landing step), the
-    lakehouse's DuckDB SQL (from the step's start to the engine's last "<table>: <n> rows" line; the
-    rest of the step stores its materializations and check results), the dbt and dashboard steps."""
+    lakehouse's DuckDB SQL (from the step's start to the engine's line saying its transaction is
+    committed; the rest of the step stores its materializations and check results), the dbt and dashboard steps."""
     record = instance.get_run_record_by_id(run_id)
     steps = {s.step_key: s for s in instance.get_run_step_stats(run_id)}
     seconds = {key: step.end_time - step.start_time for key, step in steps.items()}
     lakehouse = steps["batch_ecomm_pipeline_tables"]
     engine = [e.timestamp for e in instance.all_logs(run_id)
-              if e.step_key == lakehouse.step_key and ENGINE_LINE.fullmatch(e.user_message or "")]
+              if e.step_key == lakehouse.step_key and (e.user_message or "").startswith(COMMITTED)]
     return {"run": record.end_time - record.start_time, "extract": seconds.get("landing_extracts", 0.0),
             "lakehouse": seconds[lakehouse.step_key], "lakehouse_sql": engine[-1] - lakehouse.start_time,
             "dbt": seconds["metric_models"], "dashboard": seconds["ecommerce_analytics_dashboard"]}
