@@ -143,16 +143,16 @@ def test_the_quality_score_of_the_day_counts_each_bad_input_once(run):
     assert scores[("products", "validity")] == (2, 1, "50.00")
     assert scores[("products", "overall")] == (None, None, "85.00")  # 30 + 15 + 20 + 10 + 10
     # order 900005 twice: the extract's second copy breaks uniqueness, the version Silver cannot
-    # hold breaks completeness (1 of 52); NULL key, 'returned', bitcoin and a demo order that
-    # breaks a rule make 4 invalid orders of the 52 held
-    assert scores[("orders", "uniqueness")] == (53, 1, "98.11")
-    assert scores[("orders", "completeness")] == (52, 1, "98.08")
-    assert scores[("orders", "validity")] == (52, 4, "92.31")
-    assert scores[("orders", "overall")] == (None, None, "96.93")  # (30*98.08 + 30*92.31 + 20*100 + 10*98.11 + 10*100) / 100
-    # 8 lines point at an order or product outside the star, 4 bad lines plus 2 of the demo break a value rule
-    assert scores[("order_items", "referential_integrity")] == (200, 8, "96.00")
-    assert scores[("order_items", "validity")] == (200, 6, "97.00")
-    assert scores[("order_items", "overall")] == (None, None, "98.30")
+    # hold breaks completeness (1 of 61); NULL key, 'returned' and bitcoin make 3 invalid orders of
+    # the 61 held
+    assert scores[("orders", "uniqueness")] == (62, 1, "98.39")
+    assert scores[("orders", "completeness")] == (61, 1, "98.36")
+    assert scores[("orders", "validity")] == (61, 3, "95.08")
+    assert scores[("orders", "overall")] == (None, None, "97.87")  # (30*98.36 + 30*95.08 + 20*100 + 10*98.39 + 10*100) / 100
+    # 10 lines point at an order or product outside the star, 4 bad lines plus 1 of the demo break a value rule
+    assert scores[("order_items", "referential_integrity")] == (266, 10, "96.24")
+    assert scores[("order_items", "validity")] == (266, 5, "98.12")
+    assert scores[("order_items", "overall")] == (None, None, "98.68")  # (30*100 + 30*98.12 + 20*96.24 + 10*100 + 10*100) / 100
     assert {score for (table, _), (_, _, score) in scores.items() if table == "customers"} == {"100.00"}
     # below 95 warns on that day only: products
     warning = checks[("silver/data_quality", "quality_above_threshold", "2026-03-03")]
