@@ -11,6 +11,7 @@ import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from unittest import mock
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -289,21 +290,15 @@ def run_overhead_figures(workdir: Path, days: int) -> list[Figure]:
     on a Dagster instance like the local one (PostgreSQL, one pooled connection as `make run`
     holds): each run's wall time against its work."""
     shop = DemoShop(workdir, demo_data.DemoSize(customers=30 * days), days + 1)
-    saved = {name: os.environ.get(name) for name in ("DAGSTER_HOME", "ECOMM_DAGSTER_PG_URL")}
-    os.environ.update(local_instance(workdir / "overhead_dagster", shop.server))
     try:
-        with dg.DagsterInstance.get() as instance:
+        with (mock.patch.dict(os.environ, local_instance(workdir / "overhead_dagster", shop.server)),
+              dg.DagsterInstance.get() as instance):
             instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=10)
             home = shop.fresh_home("overhead")
             backfill = run_times(instance, shop.run(home, shop.days[0], shop.days[-2], instance=instance))
             nightly = run_times(instance, shop.run(home, shop.days[-1], shop.days[-1], instance=instance))
     finally:
         shop.server.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
     def parts(times: dict[str, float]) -> str:
         return (f"work {work(times):.1f} s: extract {times['extract']:.1f} s, DuckDB SQL {times['lakehouse_sql']:.1f} s, "
