@@ -7,6 +7,7 @@ source: either the fault heals by the next scheduled run, or a check fails and s
 and doing it repairs the tables. Nothing is lost silently, nothing stays stuck.
 """
 
+import ctypes
 import fcntl
 import json
 import os
@@ -484,6 +485,9 @@ def test_the_lakehouse_and_dbt_steps_retry_while_another_run_holds_the_lakehouse
     assert pipeline.served() == fault_free(new_pipeline)
 
 
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2), Linux
+
+
 def test_local_stack_comes_back_after_postgresql_was_killed():
     home = Path(tempfile.mkdtemp(prefix="ecomm-home-"))
     env = {**os.environ, "ECOMM_HOME": str(home), "ECOMM_PG_PORT": str(free_port())}
@@ -492,13 +496,22 @@ def test_local_stack_comes_back_after_postgresql_was_killed():
         return subprocess.run([sys.executable, "-m", "ecomm_assets.local_stack", command], env=env,
                               capture_output=True, text=True, timeout=120)
 
-    assert local_stack("up").returncode == 0
+    # The test process adopts the daemonised server (a "child subreaper") and reaps it only after the
+    # restart: the killed server stays a zombie meanwhile, as under an init that reaps late.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        assert local_stack("up").returncode == 0
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0)
     server = EmbeddedPostgres(home / "postgres", int(env["ECOMM_PG_PORT"]))
-    os.kill(server.server_pid(), signal.SIGKILL)
+    killed = server.server_pid()
+    os.kill(killed, signal.SIGKILL)
     wait_for(lambda: server.server_pid() is None, 10, "the server to die")
     assert (home / "postgres/postmaster.pid").exists()  # stale
 
     up = local_stack("up")
+    os.waitpid(killed, 0)
     assert up.returncode == 0, up.stderr
     with psycopg.connect(server.resource().conninfo()) as connection:
         assert connection.execute("SELECT 1").fetchone() == (1,)

@@ -89,7 +89,8 @@ class EmbeddedPostgres:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._run("initdb", "-D", str(self.data_dir), "-U", self.user, "--auth=trust",
                       "--encoding=UTF8", "--no-instructions")
-        if self.server_pid() is None:  # PostgreSQL itself replaces a stale postmaster.pid
+        if self.server_pid() is None:
+            self._forget_crashed_server()
             options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data_dir} -c fsync=off"
             self._run("pg_ctl", "start", "-w", "-D", str(self.data_dir), "-o", options,
                       "-l", str(self.data_dir / "server.log"))
@@ -101,8 +102,18 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self.server_pid() is not None:
             self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
-        else:  # nothing runs; a crashed server's postmaster.pid goes
-            (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+        else:
+            self._forget_crashed_server()
+
+    def _forget_crashed_server(self) -> None:
+        """Remove the lock files a crashed (kill -9) server left behind: ``postmaster.pid`` and its
+        socket's lock (the socket lives in the data directory). PostgreSQL replaces stale ones itself
+        only once their process is reaped: until the machine's init collects it, the dead postmaster
+        is a zombie that ``kill(pid, 0)`` still finds, and a new server refuses to start ("lock file
+        already exists"). Shared memory stays guarded: PostgreSQL still refuses while a process of
+        the old server holds it."""
+        for lock in [self.data_dir / "postmaster.pid", *self.data_dir.glob(".s.PGSQL.*.lock")]:
+            lock.unlink(missing_ok=True)
 
     def _conninfo(self, dbname: str) -> str:
         return f"host=127.0.0.1 port={self.port} user={self.user} dbname={dbname}"
