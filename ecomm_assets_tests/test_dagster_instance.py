@@ -1,6 +1,7 @@
 """The production Dagster instance config, with dagster-postgres storage on a real PostgreSQL."""
 
 import shutil
+import warnings
 
 import dagster as dg
 import psycopg
@@ -9,6 +10,7 @@ from support import DAYS
 from ecomm_assets import REPO_ROOT
 from ecomm_assets.extract.assets import landing_extracts
 from ecomm_assets.extract.landing_zone import LocalLandingZone
+from ecomm_assets.partitions import range_tags
 from ecomm_assets.retries import StepRetries
 
 
@@ -26,7 +28,7 @@ def test_a_materialization_is_stored_in_postgres_and_read_back(shop, tmp_path, m
 
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorageWritingPlannedEventsAtOnce"
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         # named in prod.yaml, not left to Dagster's defaults (compute logs would go under DAGSTER_HOME)
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
@@ -49,3 +51,81 @@ def test_a_materialization_is_stored_in_postgres_and_read_back(shop, tmp_path, m
     with psycopg.connect(shop.resource().conninfo(), dbname="dagster_storage") as db:
         [(runs,)] = db.execute("SELECT count(*) FROM runs WHERE run_id = %s", (result.run_id,)).fetchall()
     assert runs == 1
+
+
+DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+
+
+class Attempt(dg.Config):
+    fail: bool = False
+
+
+@dg.asset(partitions_def=DAILY)
+def sales(context: dg.AssetExecutionContext, config: Attempt) -> None:
+    if config.fail:
+        raise RuntimeError("the warehouse is down")
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned checks, as the lakehouse's
+
+    @dg.asset_check(asset=sales, partitions_def=DAILY, blocking=True)
+    def sales_are_valid(context: dg.AssetCheckExecutionContext):
+        """Judged on each day of the run, as the lakehouse's checks are."""
+        for day in context.partition_keys:
+            yield dg.AssetCheckEvaluation(asset_key=sales.key, check_name="sales_are_valid", passed=True,
+                                          partition=day)
+        yield dg.Output(None)
+
+
+def _new_database(postgres, database: str) -> str:
+    """A new, empty ``database`` in ``postgres``: its URL for dagster-postgres."""
+    with psycopg.connect(postgres.resource().conninfo(), dbname="postgres", autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {database}")
+        connection.execute(f"CREATE DATABASE {database}")
+    return f"postgresql+psycopg2://{postgres.user}@127.0.0.1:{postgres.port}/{database}?sslmode=disable"
+
+
+def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one_marks_each_day_failed(
+        postgres, tmp_path, monkeypatch):
+    """Planned events written at once (ecomm_assets/event_log_storage.py) leave the rows dagster-postgres
+    writes one by one: each day of a range run planned, a check's executions per day, the assets'
+    last run, and each day of a failed run shown failed in the UI."""
+    stored = {}
+    for name, config in [("stock", "storage:\n  postgres:\n    postgres_url:\n      env: DAGSTER_PG_URL\n"),
+                         ("ours", (REPO_ROOT / "ecomm_assets/instance/prod.yaml").read_text())]:
+        url = _new_database(postgres, f"dagster_planned_{name}")
+        monkeypatch.setenv("DAGSTER_PG_URL", url)
+        monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_DIR", str(tmp_path / name / "compute_logs"))
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "dagster.yaml").write_text(config)
+        with dg.DagsterInstance.from_config(str(tmp_path / name)) as instance:
+            assert dg.materialize([sales, sales_are_valid], instance=instance,
+                                  tags=range_tags("2026-01-01", "2026-01-03")).success
+            failed = dg.materialize([sales, sales_are_valid], instance=instance, raise_on_error=False,
+                                    tags=range_tags("2026-01-03", "2026-01-05"),
+                                    run_config={"ops": {"sales": {"config": {"fail": True}}}})
+            assert not failed.success
+            days = DAILY.get_partition_keys_in_range(dg.PartitionKeyRange("2026-01-01", "2026-01-06"))
+            status = instance.get_status_by_partition(sales.key, days, DAILY)
+        with psycopg.connect(url.replace("postgresql+psycopg2", "postgresql")) as db:
+            runs = dict(db.execute("SELECT run_id, row_number() OVER (ORDER BY create_timestamp) FROM runs"))
+            planned = db.execute("SELECT run_id, dagster_event_type, asset_key, coalesce(partition, '') FROM event_logs "
+                                 "WHERE dagster_event_type LIKE '%PLANNED' ORDER BY 1, 2, 3, 4").fetchall()
+            checks = db.execute("SELECT run_id, check_name, partition, execution_status "
+                                "FROM asset_check_executions ORDER BY 1, 2, 3").fetchall()
+            [last_run] = db.execute("SELECT last_run_id FROM asset_keys").fetchall()
+        stored[name] = (sorted((runs[run], *rest) for run, *rest in planned),
+                        sorted((runs[run], *rest) for run, *rest in checks), runs[last_run[0]],
+                        {day: state and state.value for day, state in status.items()})
+
+    assert stored["ours"] == stored["stock"]
+    planned, checks, last_run, status = stored["ours"]
+    assert [(run, partition) for run, kind, _, partition in planned if kind == "ASSET_MATERIALIZATION_PLANNED"] == [
+        (1, "2026-01-01"), (1, "2026-01-02"), (1, "2026-01-03"), (2, "2026-01-03"), (2, "2026-01-04"), (2, "2026-01-05")]
+    assert [(run, day, state) for run, _, day, state in checks] == [
+        (1, "2026-01-01", "SUCCEEDED"), (1, "2026-01-02", "SUCCEEDED"), (1, "2026-01-03", "SUCCEEDED"),
+        (2, "2026-01-03", "PLANNED"), (2, "2026-01-04", "PLANNED"), (2, "2026-01-05", "PLANNED")]
+    assert last_run == 2
+    assert status == {"2026-01-01": "MATERIALIZED", "2026-01-02": "MATERIALIZED", "2026-01-03": "FAILED",
+                      "2026-01-04": "FAILED", "2026-01-05": "FAILED", "2026-01-06": None}
