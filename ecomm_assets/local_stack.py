@@ -248,9 +248,6 @@ def build(days: str | None) -> None:
     selection = dg.AssetSelection.all() if days else dg.AssetSelection.all() - dg.AssetSelection.groups("landing")
     tags = range_tags(first, last)
     with dg.DagsterInstance.get() as instance:
-        # One pooled connection to the instance's PostgreSQL for the run's thousands of events, as
-        # the webserver holds one, instead of dagster-postgres' default of a connection per event.
-        instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=10)
         for run_id in fail_dead_runs(instance):
             print(f"Run {run_id} was left started by a process that is gone: marked failed.")
         keys = selection.resolve(defs.resolve_asset_graph())

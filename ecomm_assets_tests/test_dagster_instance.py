@@ -5,6 +5,7 @@ import warnings
 
 import dagster as dg
 import psycopg
+import sqlalchemy
 from support import DAYS
 
 from ecomm_assets import REPO_ROOT
@@ -28,7 +29,7 @@ def test_a_materialization_is_stored_in_postgres_and_read_back(shop, tmp_path, m
 
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorageWritingPlannedEventsAtOnce"
+        assert type(instance.event_log_storage).__name__ == "PooledPostgresEventLogStorage"
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         # named in prod.yaml, not left to Dagster's defaults (compute logs would go under DAGSTER_HOME)
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
@@ -129,3 +130,24 @@ def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one
     assert last_run == 2
     assert status == {"2026-01-01": "MATERIALIZED", "2026-01-02": "MATERIALIZED", "2026-01-03": "FAILED",
                       "2026-01-04": "FAILED", "2026-01-05": "FAILED", "2026-01-06": None}
+
+
+def test_the_event_log_keeps_its_connection_through_a_run_and_closing_the_instance_lets_it_go(
+        postgres, tmp_path, monkeypatch):
+    """dagster-postgres alone opens a connection for each event it stores; ours keeps one per process."""
+    monkeypatch.setenv("DAGSTER_PG_URL", _new_database(postgres, "dagster_pooled"))
+    monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_DIR", str(tmp_path / "compute_logs"))
+    shutil.copy(REPO_ROOT / "ecomm_assets/instance/prod.yaml", tmp_path / "dagster.yaml")
+
+    def open_connections() -> int:
+        with psycopg.connect(postgres.resource().conninfo(), dbname="postgres") as db:
+            return db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = 'dagster_pooled'").fetchone()[0]
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        connected = []
+        sqlalchemy.event.listen(instance.event_log_storage._engine, "connect", lambda *_: connected.append(1))
+        result = dg.materialize([sales, sales_are_valid], instance=instance, tags=range_tags("2026-01-01", "2026-01-30"))
+        assert result.success
+        assert len(instance.all_logs(result.run_id)) > 100 and len(connected) <= 5
+        assert open_connections() == 1  # held between events; runs and schedules connect per use
+    assert open_connections() == 0

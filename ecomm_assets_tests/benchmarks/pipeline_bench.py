@@ -292,13 +292,12 @@ with dg.DagsterInstance.get() as instance:
 
 def run_overhead_figures(workdir: Path, days: int) -> list[Figure]:
     """9. A single-run backfill of ``days`` partitions of the whole graph, then the next day's run,
-    on a Dagster instance like the local one (PostgreSQL, one pooled connection as `make run`
-    holds): each run's wall time against its work."""
+    on a Dagster instance like the local one (PostgreSQL, ecomm_assets/event_log_storage.py): each
+    run's wall time against its work."""
     shop = DemoShop(workdir, demo_data.DemoSize(customers=30 * days), days + 1)
     try:
         with (mock.patch.dict(os.environ, local_instance(workdir / "overhead_dagster", shop.server)),
               dg.DagsterInstance.get() as instance):
-            instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=10)
             home = shop.fresh_home("overhead")
             backfill = run_times(instance, shop.run(home, shop.days[0], shop.days[-2], instance=instance))
             nightly = run_times(instance, shop.run(home, shop.days[-1], shop.days[-1], instance=instance))
