@@ -270,11 +270,11 @@ def lakehouse_tables(
             evaluations[MANIFEST_CHECK] = _manifest_evaluations(table, update, dates, landing_zone)
         if table.read_files and table.kind == "streaming table":
             _retire_read_superseded_files(table, update, dates, landing_zone, context.log)
-        targets = _materializations_of_run(context, key, dates)
-        for check_name, by_date in evaluations.items():
+        selected = {name: by_date for name, by_date in evaluations.items()
+                    if dg.AssetCheckKey(key, name) in context.selected_asset_check_keys}
+        targets = _materializations_of_run(context, key, dates) if selected else {}
+        for check_name, by_date in selected.items():
             check_key = dg.AssetCheckKey(key, check_name)
-            if check_key not in context.selected_asset_check_keys:
-                continue
             blocking = context.assets_def.get_spec_for_check_key(check_key).blocking
             for day, (passed, metadata) in by_date.items():
                 yield dg.AssetCheckEvaluation(
