@@ -43,8 +43,10 @@ lock:
 	 .lock-venv/bin/pip freeze --exclude-editable --exclude pip) > constraints.txt
 	rm -rf .lock-venv
 
-# dbt parses once here (ecomm_assets/metrics/project.py), not at import time of the code location.
+# dbt parses once here (ecomm_assets/metrics/project.py), not at import time of the code location;
+# so does the DLT SQL (its parse kept beside the module's bytecode: lakehouse/pipeline_sql.py).
 manifest: $(MANIFEST)
+	@$(PY) -c "from ecomm_assets.lakehouse.pipeline_sql import keep_parsed_pipeline; keep_parsed_pipeline()"
 $(MANIFEST): $(VENV)/.installed dbt_project/dbt_project.yml $(shell find dbt_project/models dbt_project/macros dbt_project/tests -type f)
 	$(PY) -m ecomm_assets.metrics.project
 

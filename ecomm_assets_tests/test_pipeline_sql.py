@@ -1,5 +1,8 @@
 """The DLT SQL reader: what Python learns from a pipeline's SQL files, read once."""
 
+import pickle
+import shutil
+
 import pytest
 from sqlglot import exp
 
@@ -10,6 +13,9 @@ from ecomm_assets.lakehouse.pipeline_sql import (
     Expectation,
     ReadFiles,
     is_stream,
+    keep_parsed_pipeline,
+    parsed_pipeline_file,
+    pipeline_files,
     read_pipeline,
 )
 
@@ -104,3 +110,14 @@ def test_a_flow_naming_a_column_its_source_lacks_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match=r"flow things_history names columns \['colour'\] that silver.things_changes"):
         read_pipeline([sql])
+
+
+def test_the_kept_parse_is_the_parse_and_any_change_to_the_sql_asks_for_a_new_one(tmp_path):
+    """`make manifest` keeps the pipeline's parse for start-ups to read instead of parsing again."""
+    kept = keep_parsed_pipeline()
+    assert pickle.loads(kept.read_bytes()) == read_pipeline(pipeline_files())
+    copies = [shutil.copy(path, tmp_path / path.name) for path in pipeline_files()]
+    unchanged = parsed_pipeline_file(copies)
+    assert unchanged == kept
+    copies[-1].write_text(copies[-1].read_text() + "\n-- an edit\n")
+    assert parsed_pipeline_file(copies) != unchanged
