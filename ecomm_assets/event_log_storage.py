@@ -24,8 +24,10 @@ from typing import Any
 
 import dagster as dg
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log import SqlEventLogStorageTable
-from dagster._serdes import ConfigurableClassData
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._serdes import ConfigurableClassData, serialize_value
 from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
 
@@ -48,18 +50,33 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         if not events or any(event.dagster_event_type not in PLANNED for event in events):
             super().store_event_batch(events)
             return
+        # executemany (SQLAlchemy's insertmanyvalues): one compiled statement, not one per batch size
+        insert = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
         with self._connect() as conn:
-            inserted = conn.execute(self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id))
-            event_ids = [row[0] for row in inserted.fetchall()]
+            event_ids = conn.execute(insert, [self._event_to_row(event) for event in events]).scalars().all()
         stored = list(zip(events, event_ids, strict=True))
         latest_of_each_asset = {event.dagster_event.asset_key: (event, event_id) for event, event_id in stored
                                 if event.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED}
+        checks_planned = [row for event, event_id in stored
+                          if event.dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+                          for row in self._planned_check_executions(event, event_id)]
         with self.index_transaction() as conn:
             for event, event_id in latest_of_each_asset.values():
                 self._store_asset_event(conn, event, event_id)
-        for event, event_id in stored:
-            if event.dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
-                self.store_asset_check_event(event, event_id)
+            if checks_planned:
+                conn.execute(AssetCheckExecutionsTable.insert(), checks_planned)
+
+    def _planned_check_executions(self, event: EventLogEntry, event_id: int) -> list[dict]:
+        """The rows dagster's ``_store_asset_check_evaluation_planned`` writes, one per partition,
+        with the event serialised once instead of once per partition."""
+        planned = event.dagster_event.asset_check_planned_data
+        partitions = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        common = dict(asset_key=planned.asset_key.to_string(), check_name=planned.check_name, run_id=event.run_id,
+                      execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+                      evaluation_event=serialize_value(event),
+                      evaluation_event_timestamp=self._event_insert_timestamp(event),
+                      evaluation_event_storage_id=event_id)
+        return [{**common, "partition": partition} for partition in partitions]
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]

@@ -113,8 +113,11 @@ def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one
             runs = dict(db.execute("SELECT run_id, row_number() OVER (ORDER BY create_timestamp) FROM runs"))
             planned = db.execute("SELECT run_id, dagster_event_type, asset_key, coalesce(partition, '') FROM event_logs "
                                  "WHERE dagster_event_type LIKE '%PLANNED' ORDER BY 1, 2, 3, 4").fetchall()
-            checks = db.execute("SELECT run_id, check_name, partition, execution_status "
-                                "FROM asset_check_executions ORDER BY 1, 2, 3").fetchall()
+            # each execution with the event it was last written from, that event as stored in the log
+            checks = db.execute(
+                "SELECT c.run_id, c.check_name, c.partition, c.execution_status, e.dagster_event_type, "
+                "c.evaluation_event = e.event FROM asset_check_executions c "
+                "JOIN event_logs e ON e.id = c.evaluation_event_storage_id ORDER BY 1, 2, 3").fetchall()
             [last_run] = db.execute("SELECT last_run_id FROM asset_keys").fetchall()
         stored[name] = (sorted((runs[run], *rest) for run, *rest in planned),
                         sorted((runs[run], *rest) for run, *rest in checks), runs[last_run[0]],
@@ -124,9 +127,13 @@ def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one
     planned, checks, last_run, status = stored["ours"]
     assert [(run, partition) for run, kind, _, partition in planned if kind == "ASSET_MATERIALIZATION_PLANNED"] == [
         (1, "2026-01-01"), (1, "2026-01-02"), (1, "2026-01-03"), (2, "2026-01-03"), (2, "2026-01-04"), (2, "2026-01-05")]
-    assert [(run, day, state) for run, _, day, state in checks] == [
-        (1, "2026-01-01", "SUCCEEDED"), (1, "2026-01-02", "SUCCEEDED"), (1, "2026-01-03", "SUCCEEDED"),
-        (2, "2026-01-03", "PLANNED"), (2, "2026-01-04", "PLANNED"), (2, "2026-01-05", "PLANNED")]
+    assert [(run, day, state, event, same) for run, _, day, state, event, same in checks] == [
+        (1, "2026-01-01", "SUCCEEDED", "ASSET_CHECK_EVALUATION", True),
+        (1, "2026-01-02", "SUCCEEDED", "ASSET_CHECK_EVALUATION", True),
+        (1, "2026-01-03", "SUCCEEDED", "ASSET_CHECK_EVALUATION", True),
+        (2, "2026-01-03", "PLANNED", "ASSET_CHECK_EVALUATION_PLANNED", True),
+        (2, "2026-01-04", "PLANNED", "ASSET_CHECK_EVALUATION_PLANNED", True),
+        (2, "2026-01-05", "PLANNED", "ASSET_CHECK_EVALUATION_PLANNED", True)]
     assert last_run == 2
     assert status == {"2026-01-01": "MATERIALIZED", "2026-01-02": "MATERIALIZED", "2026-01-03": "FAILED",
                       "2026-01-04": "FAILED", "2026-01-05": "FAILED", "2026-01-06": None}
