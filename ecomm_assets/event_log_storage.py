@@ -38,9 +38,10 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
                  inst_data: ConfigurableClassData | None = None, token_provider=None):
         super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
-        # recycled hourly, as the webserver's; a connection a restarted server dropped is replaced on its first error
+        # as dagster-webserver's defaults: up to 20 more while threads write at once, recycled hourly; a
+        # connection a restarted server dropped is replaced on its first error
         self._engine = create_pg_engine(self.postgres_url, self._token_provider, isolation_level="AUTOCOMMIT",
-                                        pool_size=1, max_overflow=10, pool_recycle=3600)
+                                        pool_size=1, max_overflow=20, pool_recycle=3600)
 
     def dispose(self) -> None:
         super().dispose()
