@@ -105,17 +105,22 @@ class Pipeline:
         return {table: self.rows(table, exclude=LINEAGE_COLUMNS) for table in SERVED_TABLES}
 
 
+def new_dagster_database(postgres: EmbeddedPostgres) -> str:
+    """A new, empty database of ``postgres`` for a Dagster instance's storage: its URL, as
+    dagster-postgres takes it."""
+    database = f"dagster_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"host=127.0.0.1 port={postgres.port} user={postgres.user} dbname=postgres",
+                         autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {database}")
+    return f"postgresql+psycopg2://{postgres.user}@127.0.0.1:{postgres.port}/{database}?sslmode=disable"
+
+
 def local_instance(dagster_home: Path, postgres: EmbeddedPostgres) -> dict[str, str]:
     """A Dagster instance on disk configured as `make` configures the project's (instance/local.yaml),
     its storage a new database of ``postgres``: the environment variables that name it."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO_ROOT / "ecomm_assets/instance/local.yaml", dagster_home / "dagster.yaml")
-    database = f"dagster_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"host=127.0.0.1 port={postgres.port} user={postgres.user} dbname=postgres",
-                         autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {database}")
-    return {"DAGSTER_HOME": str(dagster_home), "ECOMM_DAGSTER_PG_URL":
-            f"postgresql+psycopg2://{postgres.user}@127.0.0.1:{postgres.port}/{database}?sslmode=disable"}
+    return {"DAGSTER_HOME": str(dagster_home), "ECOMM_DAGSTER_PG_URL": new_dagster_database(postgres)}
 
 
 def source_rows(postgres: EmbeddedPostgres, query: str) -> list[tuple]:

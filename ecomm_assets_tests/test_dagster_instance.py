@@ -6,7 +6,7 @@ import warnings
 import dagster as dg
 import psycopg
 import sqlalchemy
-from support import DAYS
+from support import DAYS, new_dagster_database
 
 from ecomm_assets import REPO_ROOT
 from ecomm_assets.extract.assets import landing_extracts
@@ -79,14 +79,6 @@ with warnings.catch_warnings():
         yield dg.Output(None)
 
 
-def _new_database(postgres, database: str) -> str:
-    """A new, empty ``database`` in ``postgres``: its URL for dagster-postgres."""
-    with psycopg.connect(postgres.resource().conninfo(), dbname="postgres", autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {database}")
-        connection.execute(f"CREATE DATABASE {database}")
-    return f"postgresql+psycopg2://{postgres.user}@127.0.0.1:{postgres.port}/{database}?sslmode=disable"
-
-
 def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one_marks_each_day_failed(
         postgres, tmp_path, monkeypatch):
     """Planned events written at once (ecomm_assets/event_log_storage.py) leave the rows dagster-postgres
@@ -95,7 +87,7 @@ def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one
     stored = {}
     for name, config in [("stock", "storage:\n  postgres:\n    postgres_url:\n      env: DAGSTER_PG_URL\n"),
                          ("ours", (REPO_ROOT / "ecomm_assets/instance/prod.yaml").read_text())]:
-        url = _new_database(postgres, f"dagster_planned_{name}")
+        url = new_dagster_database(postgres)
         monkeypatch.setenv("DAGSTER_PG_URL", url)
         monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_DIR", str(tmp_path / name / "compute_logs"))
         (tmp_path / name).mkdir()
@@ -142,13 +134,15 @@ def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one
 def test_the_event_log_keeps_its_connection_through_a_run_and_closing_the_instance_lets_it_go(
         postgres, tmp_path, monkeypatch):
     """dagster-postgres alone opens a connection for each event it stores; ours keeps one per process."""
-    monkeypatch.setenv("DAGSTER_PG_URL", _new_database(postgres, "dagster_pooled"))
+    url = new_dagster_database(postgres)
+    monkeypatch.setenv("DAGSTER_PG_URL", url)
     monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_DIR", str(tmp_path / "compute_logs"))
     shutil.copy(REPO_ROOT / "ecomm_assets/instance/prod.yaml", tmp_path / "dagster.yaml")
 
     def open_connections() -> int:
         with psycopg.connect(postgres.resource().conninfo(), dbname="postgres") as db:
-            return db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = 'dagster_pooled'").fetchone()[0]
+            return db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                              (sqlalchemy.make_url(url).database,)).fetchone()[0]
 
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         connected = []
