@@ -70,13 +70,19 @@ def sales(context: dg.AssetExecutionContext, config: Attempt) -> None:
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned checks, as the lakehouse's
 
-    @dg.asset_check(asset=sales, partitions_def=DAILY, blocking=True)
+    @dg.asset_check(asset=sales, partitions_def=DAILY)
     def sales_are_valid(context: dg.AssetCheckExecutionContext):
-        """Judged on each day of the run, as the lakehouse's checks are."""
+        """Judged on each day of the run, as the lakehouse's checks are; 2026-01-02 fails."""
         for day in context.partition_keys:
-            yield dg.AssetCheckEvaluation(asset_key=sales.key, check_name="sales_are_valid", passed=True,
-                                          partition=day)
+            yield dg.AssetCheckEvaluation(asset_key=sales.key, check_name="sales_are_valid",
+                                          passed=day != "2026-01-02", partition=day)
         yield dg.Output(None)
+
+
+@dg.asset_check(asset=sales)
+def sales_add_up() -> dg.AssetCheckResult:
+    """Judged once per run, without a day, as dagster-dbt's checks of the metric models are."""
+    return dg.AssetCheckResult(passed=True)
 
 
 def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one_marks_each_day_failed(
@@ -93,9 +99,9 @@ def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one
         (tmp_path / name).mkdir()
         (tmp_path / name / "dagster.yaml").write_text(config)
         with dg.DagsterInstance.from_config(str(tmp_path / name)) as instance:
-            assert dg.materialize([sales, sales_are_valid], instance=instance,
+            assert dg.materialize([sales, sales_are_valid, sales_add_up], instance=instance,
                                   tags=range_tags("2026-01-01", "2026-01-03")).success
-            failed = dg.materialize([sales, sales_are_valid], instance=instance, raise_on_error=False,
+            failed = dg.materialize([sales, sales_are_valid, sales_add_up], instance=instance, raise_on_error=False,
                                     tags=range_tags("2026-01-03", "2026-01-05"),
                                     run_config={"ops": {"sales": {"config": {"fail": True}}}})
             assert not failed.success
@@ -107,8 +113,8 @@ def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one
                                  "WHERE dagster_event_type LIKE '%PLANNED' ORDER BY 1, 2, 3, 4").fetchall()
             # each execution with the event it was last written from, that event as stored in the log
             checks = db.execute(
-                "SELECT c.run_id, c.check_name, c.partition, c.execution_status, e.dagster_event_type, "
-                "c.evaluation_event = e.event FROM asset_check_executions c "
+                "SELECT c.run_id, c.check_name, coalesce(c.partition, ''), c.execution_status, e.dagster_event_type, "
+                "c.evaluation_event = e.event, e.timestamp = c.evaluation_event_timestamp FROM asset_check_executions c "
                 "JOIN event_logs e ON e.id = c.evaluation_event_storage_id ORDER BY 1, 2, 3").fetchall()
             [last_run] = db.execute("SELECT last_run_id FROM asset_keys").fetchall()
         stored[name] = (sorted((runs[run], *rest) for run, *rest in planned),
@@ -119,13 +125,16 @@ def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one
     planned, checks, last_run, status = stored["ours"]
     assert [(run, partition) for run, kind, _, partition in planned if kind == "ASSET_MATERIALIZATION_PLANNED"] == [
         (1, "2026-01-01"), (1, "2026-01-02"), (1, "2026-01-03"), (2, "2026-01-03"), (2, "2026-01-04"), (2, "2026-01-05")]
-    assert [(run, day, state, event, same) for run, _, day, state, event, same in checks] == [
-        (1, "2026-01-01", "SUCCEEDED", "ASSET_CHECK_EVALUATION", True),
-        (1, "2026-01-02", "SUCCEEDED", "ASSET_CHECK_EVALUATION", True),
-        (1, "2026-01-03", "SUCCEEDED", "ASSET_CHECK_EVALUATION", True),
-        (2, "2026-01-03", "PLANNED", "ASSET_CHECK_EVALUATION_PLANNED", True),
-        (2, "2026-01-04", "PLANNED", "ASSET_CHECK_EVALUATION_PLANNED", True),
-        (2, "2026-01-05", "PLANNED", "ASSET_CHECK_EVALUATION_PLANNED", True)]
+    assert [(run, check, day, state, event, same) for run, check, day, state, event, *same in checks] == ([
+        (1, "sales_add_up", "", "SUCCEEDED", "ASSET_CHECK_EVALUATION", [True, True]),
+        (1, "sales_add_up", "2026-01-01", "PLANNED", "ASSET_CHECK_EVALUATION_PLANNED", [True, True]),
+        (1, "sales_add_up", "2026-01-02", "PLANNED", "ASSET_CHECK_EVALUATION_PLANNED", [True, True]),
+        (1, "sales_add_up", "2026-01-03", "PLANNED", "ASSET_CHECK_EVALUATION_PLANNED", [True, True]),
+        (1, "sales_are_valid", "2026-01-01", "SUCCEEDED", "ASSET_CHECK_EVALUATION", [True, True]),
+        (1, "sales_are_valid", "2026-01-02", "FAILED", "ASSET_CHECK_EVALUATION", [True, True]),
+        (1, "sales_are_valid", "2026-01-03", "SUCCEEDED", "ASSET_CHECK_EVALUATION", [True, True])]
+        + [(2, check, day, "PLANNED", "ASSET_CHECK_EVALUATION_PLANNED", [True, True])
+           for check in ("sales_add_up", "sales_are_valid") for day in ("2026-01-03", "2026-01-04", "2026-01-05")])
     assert last_run == 2
     assert status == {"2026-01-01": "MATERIALIZED", "2026-01-02": "MATERIALIZED", "2026-01-03": "FAILED",
                       "2026-01-04": "FAILED", "2026-01-05": "FAILED", "2026-01-06": None}
