@@ -68,11 +68,19 @@ PLANNED = {dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, dg.DagsterEventTyp
 class PooledPostgresEventLogStorage(PostgresEventLogStorage):
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
                  inst_data: ConfigurableClassData | None = None, token_provider=None):
+        self._tables_found: set[str] = set()
         super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
         # as dagster-webserver's defaults: up to 20 more while threads write at once, recycled hourly; a
         # connection a restarted server dropped is replaced on its first error
         self._engine = create_pg_engine(self.postgres_url, self._token_provider, isolation_level="AUTOCOMMIT",
                                         pool_size=1, max_overflow=20, pool_recycle=3600)
+
+    def has_table(self, table_name: str) -> bool:
+        # asked before every batch of materializations (a catalog query each time); a table of the
+        # storage, once created, is never dropped
+        if table_name not in self._tables_found and super().has_table(table_name):
+            self._tables_found.add(table_name)
+        return table_name in self._tables_found
 
     def dispose(self) -> None:
         super().dispose()

@@ -87,9 +87,11 @@ def sales_add_up() -> dg.AssetCheckResult:
 
 def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one_marks_each_day_failed(
         postgres, tmp_path, monkeypatch):
-    """Planned events written at once (ecomm_assets/event_log_storage.py) leave the rows dagster-postgres
-    writes one by one: each day of a range run planned, a check's executions per day, the assets'
-    last run, and each day of a failed run shown failed in the UI."""
+    """Our event log (ecomm_assets/event_log_storage.py: planned events written at once, a check's
+    result in one statement) leaves the rows dagster-postgres writes event by event: each day of a
+    range run planned, a check's execution per day with its result (a failing day too) and one for a
+    check judged once per run, the materializations' tags, the assets' last run, and each day of a
+    failed run shown failed in the UI."""
     stored = {}
     for name, config in [("stock", "storage:\n  postgres:\n    postgres_url:\n      env: DAGSTER_PG_URL\n"),
                          ("ours", (REPO_ROOT / "ecomm_assets/instance/prod.yaml").read_text())]:
@@ -117,12 +119,14 @@ def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one
                 "c.evaluation_event = e.event, e.timestamp = c.evaluation_event_timestamp FROM asset_check_executions c "
                 "JOIN event_logs e ON e.id = c.evaluation_event_storage_id ORDER BY 1, 2, 3").fetchall()
             [last_run] = db.execute("SELECT last_run_id FROM asset_keys").fetchall()
+            tags = db.execute("SELECT e.partition, t.key FROM asset_event_tags t JOIN event_logs e "
+                              "ON e.id = t.event_id ORDER BY 1, 2").fetchall()
         stored[name] = (sorted((runs[run], *rest) for run, *rest in planned),
                         sorted((runs[run], *rest) for run, *rest in checks), runs[last_run[0]],
-                        {day: state and state.value for day, state in status.items()})
+                        {day: state and state.value for day, state in status.items()}, tags)
 
     assert stored["ours"] == stored["stock"]
-    planned, checks, last_run, status = stored["ours"]
+    planned, checks, last_run, status, tags = stored["ours"]
     assert [(run, partition) for run, kind, _, partition in planned if kind == "ASSET_MATERIALIZATION_PLANNED"] == [
         (1, "2026-01-01"), (1, "2026-01-02"), (1, "2026-01-03"), (2, "2026-01-03"), (2, "2026-01-04"), (2, "2026-01-05")]
     assert [(run, check, day, state, event, same) for run, check, day, state, event, *same in checks] == ([
@@ -138,6 +142,7 @@ def test_range_runs_record_their_plans_as_dagster_postgres_does_and_a_failed_one
     assert last_run == 2
     assert status == {"2026-01-01": "MATERIALIZED", "2026-01-02": "MATERIALIZED", "2026-01-03": "FAILED",
                       "2026-01-04": "FAILED", "2026-01-05": "FAILED", "2026-01-06": None}
+    assert tags == [(day, "dagster/data_version") for day in ("2026-01-01", "2026-01-02", "2026-01-03")]
 
 
 def test_the_event_log_keeps_its_connection_through_a_run_and_closing_the_instance_lets_it_go(
