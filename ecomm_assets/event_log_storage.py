@@ -44,14 +44,17 @@ def _store_check_evaluation_statement() -> sa.Select:
     trips: insert the event, update the check's planned execution of the run and partition to its
     result, and notify listeners (nobody listens since dagster polls). It returns the event's id and
     the number of executions updated. Parameters: the event's row (``_event_to_row``) prefixed
-    ``event_``, and the result's ``evaluated_``: asset_key, check, partition, status, materialization_id."""
+    ``event_``, and the result's ``evaluated_``: asset_key, check, partition, status, materialization_id
+    (no parameter may be named as a column of asset_check_executions: SQLAlchemy would add it to the
+    UPDATE's SET clause)."""
     events, executions = SqlEventLogStorageTable, AssetCheckExecutionsTable.c
     event = events.insert().values({column: sa.bindparam(f"event_{column}") for column in (
         "run_id", "event", "dagster_event_type", "timestamp", "step_key", "asset_key", "partition")}
     ).returning(events.c.id).cte("stored_event")
     event_id = sa.select(event.c.id).scalar_subquery()
     updated = AssetCheckExecutionsTable.update().where(
-        executions.asset_key == sa.bindparam("evaluated_asset_key"), executions.check_name == sa.bindparam("evaluated_check"),
+        executions.asset_key == sa.bindparam("evaluated_asset_key"),
+        executions.check_name == sa.bindparam("evaluated_check"),
         executions.run_id == sa.bindparam("event_run_id"),
         executions.partition.is_not_distinct_from(sa.bindparam("evaluated_partition")),
     ).values(execution_status=sa.bindparam("evaluated_status"), evaluation_event=sa.bindparam("event_event"),
@@ -99,7 +102,7 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
                 "evaluated_asset_key": evaluation.asset_key.to_string(), "evaluated_check": evaluation.check_name,
                 "evaluated_partition": evaluation.partition,
                 "evaluated_status": (AssetCheckExecutionRecordStatus.SUCCEEDED if evaluation.passed
-                                 else AssetCheckExecutionRecordStatus.FAILED).value,
+                                     else AssetCheckExecutionRecordStatus.FAILED).value,
                 "evaluated_materialization_id": target.storage_id if target else None}).one()
         if updated != 1:  # no planned execution of this partition (dbt's checks), or several: as dagster does
             self._update_asset_check_evaluation(event, event_id)
