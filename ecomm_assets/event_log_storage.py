@@ -34,7 +34,7 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log import SqlEventLogStorageTable
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
-from dagster._serdes import ConfigurableClassData, serialize_value
+from dagster._serdes import ConfigurableClassData
 from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
 
@@ -113,29 +113,30 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
             return
         # executemany (SQLAlchemy's insertmanyvalues): one compiled statement, not one per batch size
         insert = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
+        rows = [self._event_to_row(event) for event in events]  # each event serialised once, for both tables
         with self._connect() as conn:
-            event_ids = conn.execute(insert, [self._event_to_row(event) for event in events]).scalars().all()
-        stored = list(zip(events, event_ids, strict=True))
-        latest_of_each_asset = {event.dagster_event.asset_key: (event, event_id) for event, event_id in stored
+            event_ids = conn.execute(insert, rows).scalars().all()
+        stored = list(zip(events, rows, event_ids, strict=True))
+        latest_of_each_asset = {event.dagster_event.asset_key: (event, event_id) for event, _, event_id in stored
                                 if event.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED}
-        checks_planned = [row for event, event_id in stored
+        checks_planned = [execution for event, row, event_id in stored
                           if event.dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
-                          for row in self._planned_check_executions(event, event_id)]
+                          for execution in self._planned_check_executions(event, row, event_id)]
         with self.index_transaction() as conn:
             for event, event_id in latest_of_each_asset.values():
                 self._store_asset_event(conn, event, event_id)
             if checks_planned:
                 conn.execute(AssetCheckExecutionsTable.insert(), checks_planned)
 
-    def _planned_check_executions(self, event: EventLogEntry, event_id: int) -> list[dict]:
+    def _planned_check_executions(self, event: EventLogEntry, row: dict[str, Any], event_id: int) -> list[dict]:
         """The rows dagster's ``_store_asset_check_evaluation_planned`` writes, one per partition,
-        with the event serialised once instead of once per partition."""
+        with the event as its row in the log holds it (``_event_to_row``) instead of serialised again
+        for each partition."""
         planned = event.dagster_event.asset_check_planned_data
         partitions = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
         common = dict(asset_key=planned.asset_key.to_string(), check_name=planned.check_name, run_id=event.run_id,
                       execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
-                      evaluation_event=serialize_value(event),
-                      evaluation_event_timestamp=self._event_insert_timestamp(event),
+                      evaluation_event=row["event"], evaluation_event_timestamp=row["timestamp"],
                       evaluation_event_storage_id=event_id)
         return [{**common, "partition": partition} for partition in partitions]
 
